@@ -1,0 +1,37 @@
+"""mixjax: a JAX codebase for pretraining-data-mixture research."""
+
+import setuptools
+
+setuptools.setup(
+    name="mixjax",
+    version="0.1.0",
+    description="Data mixtures, UL2 denoisers, end-of-training upsampling and in-context "
+    "document ordering for Flax language models.",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    # `tasks` is installed under the collision-free name `mixjax_tasks`.
+    packages=setuptools.find_packages(include=["mixjax", "mixjax.*"]) + ["mixjax_tasks"],
+    package_dir={"mixjax_tasks": "tasks"},
+    install_requires=[
+        "jax>=0.10.2",
+        "flax>=0.12",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12",
+        "seqio>=0.0.20",
+        "tensorflow-datasets>=4.9",
+        "gin-config>=0.5",
+        "sentencepiece",
+        "numpy",
+        "tqdm",
+        "tensorboardX",
+        "faiss-cpu",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "pytest-xdist", "nbformat", "nbclient", "ipykernel"],
+        "embed": ["sentence-transformers"],
+        "beam": ["apache-beam"],
+        "gpu": ["jax[cuda13]"],
+        "tpu": ["jax[tpu]"],
+    },
+)
