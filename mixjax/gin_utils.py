@@ -1,0 +1,54 @@
+"""Command-line gin handling shared by the binaries (T5X conventions)."""
+
+import argparse
+import os
+
+import gin
+
+REPO_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+
+
+def split_gin_overrides(argv):
+  """Separates `--gin.NAME=VALUE` arguments (bindings) from the rest."""
+  bindings, rest = [], []
+  for arg in argv:
+    if arg.startswith("--gin."):
+      name, sep, value = arg[len("--gin."):].partition("=")
+      if not sep:
+        raise SystemExit(f"error: {arg!r} needs a value: --gin.{name}=VALUE")
+      bindings.append(f"{name} = {value}")
+    else:
+      rest.append(arg)
+  return bindings, rest
+
+
+def parse_and_bind(argv, prog: str):
+  """Parses `--gin_file`, `--gin_search_paths`, `--gin_bindings` and `--gin.X=Y`; binds gin."""
+  bindings, rest = split_gin_overrides(argv)
+  parser = argparse.ArgumentParser(prog=prog)
+  parser.add_argument("--gin_file", action="append", default=[], help="gin file (repeatable)")
+  parser.add_argument("--gin_search_paths", default="", help="comma-separated include dirs")
+  parser.add_argument("--gin_bindings", action="append", default=[], help="NAME=VALUE binding")
+  args = parser.parse_args(rest)
+  if not args.gin_file:
+    parser.error("at least one --gin_file is required, e.g. --gin_file=gin/quickstart.gin")
+  search_paths = [p for p in args.gin_search_paths.split(",") if p] + [os.getcwd(), REPO_GIN_DIR]
+  for path in search_paths:
+    gin.add_config_file_search_path(path)
+  files = [_resolve(f, search_paths) for f in args.gin_file]
+  gin.parse_config_files_and_bindings(files, args.gin_bindings + bindings, finalize_config=False)
+  return args
+
+
+def _resolve(path, search_paths):
+  if os.path.exists(path):
+    return path
+  for root in search_paths:
+    candidate = os.path.join(root, path)
+    if os.path.exists(candidate):
+      return candidate
+    # Allow `gin/quickstart.gin` from any working directory.
+    candidate = os.path.join(root, os.path.relpath(path, "gin")) if path.startswith("gin") else ""
+    if candidate and os.path.exists(candidate):
+      return candidate
+  raise SystemExit(f"error: gin file {path!r} not found in {search_paths}.")

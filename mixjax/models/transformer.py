@@ -1,0 +1,161 @@
+"""A decoder-only Flax transformer: RMSNorm, rotary positions, SwiGLU, grouped-query attention.
+
+Shape suffixes (used across mixjax): B batch, T query length, S key length, D model width,
+H query heads, K kv heads, Dh head dim, F mlp width, V vocabulary.
+
+Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv_heads`, `head_dim`,
+`mlp`) and key activations are constrained with (`batch`, `length`, `act_*`); the mesh rules in
+`mixjax.training.partitioning` map them to mesh axes. Attention is restricted per query row to a
+key range (see `masks.py`), so packed documents never attend to each other.
+"""
+
+import dataclasses
+
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+
+from mixjax.data import vocab as vocab_lib
+from mixjax.models import attention as attention_lib
+from mixjax.models import masks
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Model hyperparameters. `dtype` is the activation dtype; parameters are float32."""
+  vocab_size: int = vocab_lib.PADDED_VOCAB_SIZE
+  d_model: int = 128
+  num_layers: int = 2
+  num_heads: int = 4
+  num_kv_heads: int = 2
+  head_dim: int = 32
+  mlp_dim: int = 384
+  rope_max_wavelength: float = 10_000.0
+  dtype: str = "float32"
+  attention_impl: str = "xla"
+  remat: bool = False
+
+  def __post_init__(self):
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}.")
+    if self.head_dim % 2:
+      raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings.")
+    if self.attention_impl not in attention_lib.ATTENTION_IMPLS:
+      raise ValueError(f"Unknown attention_impl {self.attention_impl!r}; valid: "
+                       f"{sorted(attention_lib.ATTENTION_IMPLS)}.")
+
+
+def _dense_init(*names):
+  return nn.with_logical_partitioning(nn.initializers.lecun_normal(), names)
+
+
+def _constrain(x, *names):
+  return nn.with_logical_constraint(x, names)
+
+
+class RMSNorm(nn.Module):
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x_BTD):
+    scale_D = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                         (x_BTD.shape[-1],))
+    x32 = x_BTD.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + 1e-6)
+    return (x32 * scale_D).astype(self.dtype)
+
+
+def apply_rotary(x_BTHD, positions_BT, max_wavelength):
+  """Rotary position embedding (half-split layout) at the given per-token positions."""
+  half = x_BTHD.shape[-1] // 2
+  freq_F = max_wavelength ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angle_BTF = positions_BT[..., None].astype(jnp.float32) * freq_F
+  sin_BT1F, cos_BT1F = jnp.sin(angle_BTF)[:, :, None], jnp.cos(angle_BTF)[:, :, None]
+  x1, x2 = x_BTHD[..., :half].astype(jnp.float32), x_BTHD[..., half:].astype(jnp.float32)
+  out = jnp.concatenate([x1 * cos_BT1F - x2 * sin_BT1F, x2 * cos_BT1F + x1 * sin_BT1F], axis=-1)
+  return out.astype(x_BTHD.dtype)
+
+
+class Attention(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_BTD, positions_BT, k_start_BT, k_end_BT):
+    cfg = self.config
+    dense = lambda name, heads, axis: nn.DenseGeneral(  # noqa: E731
+        (heads, cfg.head_dim), use_bias=False, dtype=cfg.dtype, name=name,
+        kernel_init=_dense_init("embed", axis, "head_dim"))
+    q_BTHD = dense("query", cfg.num_heads, "heads")(x_BTD)
+    k_BTKD = dense("key", cfg.num_kv_heads, "kv_heads")(x_BTD)
+    v_BTKD = dense("value", cfg.num_kv_heads, "kv_heads")(x_BTD)
+    q_BTHD = apply_rotary(q_BTHD, positions_BT, cfg.rope_max_wavelength)
+    k_BTKD = apply_rotary(k_BTKD, positions_BT, cfg.rope_max_wavelength)
+    q_BTHD = _constrain(q_BTHD, "batch", "length", "act_heads", None)
+    out_BTHD = attention_lib.dot_product_attention(q_BTHD, k_BTKD, v_BTKD, k_start_BT, k_end_BT,
+                                                   impl=cfg.attention_impl)
+    out_BTHD = _constrain(out_BTHD, "batch", "length", "act_heads", None)
+    return nn.DenseGeneral(cfg.d_model, axis=(-2, -1), use_bias=False, dtype=cfg.dtype,
+                           name="out", kernel_init=_dense_init("heads", "head_dim", "embed"))(out_BTHD)
+
+
+class SwiGLU(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_BTD):
+    cfg = self.config
+    dense = lambda name, feats, names: nn.Dense(  # noqa: E731
+        feats, use_bias=False, dtype=cfg.dtype, name=name, kernel_init=_dense_init(*names))
+    gate_BTF = dense("wi_gate", cfg.mlp_dim, ("embed", "mlp"))(x_BTD)
+    up_BTF = dense("wi_up", cfg.mlp_dim, ("embed", "mlp"))(x_BTD)
+    h_BTF = _constrain(nn.silu(gate_BTF) * up_BTF, "batch", "length", "act_mlp")
+    return dense("wo", cfg.d_model, ("mlp", "embed"))(h_BTF)
+
+
+class DecoderBlock(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_BTD, positions_BT, k_start_BT, k_end_BT):
+    cfg = self.config
+    x_BTD = x_BTD + Attention(cfg, name="attention")(
+        RMSNorm(cfg.dtype, name="pre_attention_norm")(x_BTD), positions_BT, k_start_BT, k_end_BT)
+    x_BTD = x_BTD + SwiGLU(cfg, name="mlp")(RMSNorm(cfg.dtype, name="pre_mlp_norm")(x_BTD))
+    return _constrain(x_BTD, "batch", "length", "act_embed")
+
+
+class Decoder(nn.Module):
+  """Decoder-only LM. Returns float32 logits `[B, T, V]`.
+
+  Args to `__call__`: `tokens_BT` int32 inputs; `segment_ids_BT` (0 = padding, packed documents
+  get distinct ids); `positions_BT` per-document positions; `inputs_mask_BT` (optional) marks a
+  bidirectional prefix per document (prefix-LM); or explicit `key_ranges=(k_start, k_end)`.
+  """
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, tokens_BT, segment_ids_BT=None, positions_BT=None, inputs_mask_BT=None,
+               key_ranges=None):
+    cfg = self.config
+    if segment_ids_BT is None:
+      segment_ids_BT = jnp.ones_like(tokens_BT)
+    if positions_BT is None:
+      positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
+    if key_ranges is None:
+      key_ranges = (masks.causal_ranges(segment_ids_BT) if inputs_mask_BT is None
+                    else masks.prefix_lm_ranges(segment_ids_BT, inputs_mask_BT))
+    k_start_BT, k_end_BT = key_ranges
+    embedding_VD = self.param(
+        "embedding", nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
+        (cfg.vocab_size, cfg.d_model))
+    x_BTD = jnp.take(embedding_VD, tokens_BT, axis=0).astype(cfg.dtype)
+    x_BTD = _constrain(x_BTD, "batch", "length", "act_embed")
+    block = nn.remat(DecoderBlock) if cfg.remat else DecoderBlock
+    for i in range(cfg.num_layers):
+      x_BTD = block(cfg, name=f"layer_{i}")(x_BTD, positions_BT, k_start_BT, k_end_BT)
+    x_BTD = RMSNorm(cfg.dtype, name="final_norm")(x_BTD)
+    logits_BTV = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype, name="unembed",
+                          kernel_init=_dense_init("embed", "vocab"))(x_BTD)
+    return _constrain(logits_BTV.astype(jnp.float32), "batch", "length", "act_vocab")

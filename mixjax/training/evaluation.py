@@ -1,0 +1,135 @@
+"""Per-domain evaluation: validation loss of each task in the mixture, and probe accuracy.
+
+A probe is a prompt with candidate answers (one right). The model scores each candidate by the
+summed negative log-likelihood of its tokens after the prompt; the probe is answered correctly
+when the right candidate scores best. Chance is 1 / number of candidates.
+"""
+
+import dataclasses
+import functools
+
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import seqio
+
+from mixjax.data import lm_tasks
+from mixjax.data import pipeline
+from mixjax.data import vocab as vocab_lib
+from mixjax.training import partitioning
+from mixjax.training import trainer
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  period: int = 100            # evaluate every N steps (and at the end); 0 = only at the end
+  num_batches: int = 4         # validation batches per domain
+  batch_size: int = 32         # sequences per eval batch
+  max_probes: int = 200        # per domain
+
+
+def _task_names(name: str) -> list[str]:
+  provider = pipeline.get_provider(name)
+  if isinstance(provider, seqio.Mixture):
+    return sorted(t.name for t in provider.tasks)
+  return [provider.name]
+
+
+def probe_batch(probes, pad_to: int = 8) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+  """Token arrays for every (probe, candidate) pair.
+
+  Returns (batch, probe_index_N, is_answer_N): batch holds decoder features `[N, L]` with loss
+  weights on the candidate's tokens only.
+  """
+  vocab = vocab_lib.get_vocabulary()
+  rows, probe_index, is_answer = [], [], []
+  for i, probe in enumerate(probes):
+    if probe["answer"] not in probe["candidates"]:
+      raise ValueError(f"Probe {probe.get('id', i)}: answer {probe['answer']!r} not among "
+                       f"candidates {probe['candidates']!r}.")
+    prompt_ids = list(vocab.encode(probe["prompt"]))
+    for cand in probe["candidates"]:
+      rows.append((prompt_ids, list(vocab.encode(cand))))
+      probe_index.append(i)
+      is_answer.append(cand == probe["answer"])
+  length = max(len(p) + len(c) for p, c in rows)
+  length = -(-length // pad_to) * pad_to
+  targets = np.zeros((len(rows), length), np.int32)
+  weights = np.zeros((len(rows), length), np.float32)
+  for r, (p, c) in enumerate(rows):
+    targets[r, :len(p) + len(c)] = p + c
+    weights[r, len(p):len(p) + len(c)] = 1.0
+  inputs = np.pad(targets[:, :-1], ((0, 0), (1, 0)))
+  lengths_N1 = np.asarray([len(p) + len(c) for p, c in rows])[:, None]
+  batch = {"decoder_target_tokens": targets, "decoder_input_tokens": inputs,
+           "decoder_loss_weights": weights,
+           "decoder_segment_ids": (np.arange(length) < lengths_N1).astype(np.int32)}
+  batch["decoder_positions"] = np.broadcast_to(np.arange(length, dtype=np.int32), targets.shape)
+  return batch, np.asarray(probe_index), np.asarray(is_answer)
+
+
+def _pad_rows(batch: dict[str, np.ndarray], multiple: int) -> tuple[dict, int]:
+  n = next(iter(batch.values())).shape[0]
+  padded = -(-n // multiple) * multiple
+  return {k: np.pad(v, [(0, padded - n)] + [(0, 0)] * (v.ndim - 1)) for k, v in batch.items()}, n
+
+
+class Evaluator:
+  """Holds fixed validation batches and probes; `evaluate(params)` returns flat metrics."""
+
+  def __init__(self, model: nn.Module, mesh, rules, data_config: pipeline.DataConfig,
+               config: EvalConfig):
+    self._mesh, self._rules = mesh, rules
+    self._dp = partitioning.data_parallel_size(mesh)
+    converter = pipeline.get_feature_converter(data_config)
+    self.domain_batches = {}
+    self.probes = {}
+    for task_name in _task_names(data_config.mixture_or_task_name):
+      domain = lm_tasks.domain_of(task_name)
+      task = seqio.get_mixture_or_task(task_name)
+      if "validation" in task.splits:
+        self.domain_batches[domain] = pipeline.eval_batches(
+            task_name, data_config.task_feature_lengths, config.batch_size, config.num_batches,
+            converter)
+      if task_name in lm_tasks.TASK_PROBES:
+        probes = list(lm_tasks.TASK_PROBES[task_name]())[:config.max_probes]
+        if probes:
+          self.probes[domain] = probe_batch(probes)
+
+    def sums(params, batch):
+      loss_BT, weights_BT = trainer.token_losses(model, params, batch)
+      return (loss_BT * weights_BT).sum(axis=1), weights_BT.sum(axis=1)
+    self._sums = jax.jit(sums)
+
+  def _row_sums(self, params, batch):
+    batch, n = _pad_rows(batch, self._dp)
+    with self._mesh, nn.logical_axis_rules(self._rules):
+      loss_N, weight_N = self._sums(params, trainer.global_batch(self._mesh, batch))
+    return np.asarray(loss_N)[:n], np.asarray(weight_N)[:n]
+
+  def evaluate(self, params) -> dict[str, float]:
+    metrics = {}
+    for domain, batches in self.domain_batches.items():
+      loss_sum = weight_sum = 0.0
+      for batch in batches:
+        loss_N, weight_N = self._row_sums(params, batch)
+        loss_sum, weight_sum = loss_sum + loss_N.sum(), weight_sum + weight_N.sum()
+      metrics[f"eval/{domain}/loss"] = loss_sum / max(weight_sum, 1.0)
+    for domain, (batch, probe_index_N, is_answer_N) in self.probes.items():
+      nll_N, _ = self._row_sums(params, batch)
+      metrics[f"probe/{domain}/accuracy"] = probe_accuracy(nll_N, probe_index_N, is_answer_N)
+    return metrics
+
+
+def probe_accuracy(nll_N, probe_index_N, is_answer_N) -> float:
+  """Fraction of probes whose right candidate has the lowest NLL (ties count as wrong)."""
+  correct = []
+  for p in np.unique(probe_index_N):
+    rows = probe_index_N == p
+    nll, ans = nll_N[rows], is_answer_N[rows]
+    best_wrong = nll[~ans].min() if (~ans).any() else np.inf
+    correct.append(nll[ans].min() < best_wrong)
+  return float(np.mean(correct))

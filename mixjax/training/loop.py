@@ -1,0 +1,148 @@
+"""The training loop: wires mesh, data, model, optimiser, checkpoints, evaluation and metrics.
+
+`train()` is what `python -m mixjax.train` and the notebooks call. Each concern is configured by
+its own small gin-configurable dataclass; this module only orders the work.
+"""
+
+import dataclasses
+import math
+import os
+import time
+
+from absl import logging
+import gin
+import jax
+import seqio
+from tqdm import tqdm
+
+from mixjax.data import pipeline
+from mixjax.models import transformer
+from mixjax.training import checkpoints
+from mixjax.training import evaluation
+from mixjax.training import metrics as metrics_lib
+from mixjax.training import optim
+from mixjax.training import partitioning
+from mixjax.training import trainer
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  model_dir: str = gin.REQUIRED
+  train_steps: int = gin.REQUIRED
+  seed: int = 0
+  log_period: int = 10
+  progress_bar: bool = True
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+def _write_operative_config(model_dir: str):
+  with open(os.path.join(model_dir, "config.gin"), "w") as f:
+    f.write(gin.operative_config_str())
+
+
+def _format_eval(metrics: dict) -> str:
+  return "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()))
+
+
+@gin.configurable
+def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
+          model: transformer.TransformerConfig | None = None,
+          optimizer: optim.OptimizerConfig | None = None,
+          mesh: partitioning.MeshConfig | None = None,
+          checkpoint: checkpoints.CheckpointConfig | None = None,
+          eval_config: evaluation.EvalConfig | None = None) -> dict:
+  """Trains a decoder LM on a SeqIO task/mixture; returns the final step's metrics.
+
+  Writes `MODEL_DIR/{config.gin, metrics.jsonl, tb/, checkpoints/}` and resumes from the newest
+  checkpoint there when one exists.
+  """
+  run = run or RunConfig()
+  data, model = data or pipeline.DataConfig(), model or transformer.TransformerConfig()
+  optimizer, mesh = optimizer or optim.OptimizerConfig(), mesh or partitioning.MeshConfig()
+  checkpoint, eval_config = checkpoint or checkpoints.CheckpointConfig(), eval_config or evaluation.EvalConfig()
+  os.makedirs(run.model_dir, exist_ok=True)
+
+  device_mesh = partitioning.make_mesh(mesh)
+  if data.batch_size % partitioning.data_parallel_size(device_mesh):
+    raise ValueError(f"batch_size={data.batch_size} must be a multiple of the data-parallel size "
+                     f"{partitioning.data_parallel_size(device_mesh)} (mesh {dict(device_mesh.shape)}).")
+  decoder = transformer.Decoder(model)
+  tx = optim.make_optimizer(optimizer, run.train_steps)
+  init_shape = (partitioning.data_parallel_size(device_mesh), 8)
+  ckpt = checkpoints.Checkpointer(run.model_dir, checkpoint)
+  shard_info = seqio.ShardInfo(jax.process_index(), jax.process_count())
+
+  latest = ckpt.latest_step() if checkpoint.restore else None
+  if latest is not None:
+    abstract, shardings = trainer.abstract_state_and_shardings(
+        decoder, tx, device_mesh, mesh.rules, init_shape)
+    state, data_state = ckpt.restore(latest, abstract)
+    batches = pipeline.BatchIterator.from_state(data, data_state, shard_info)
+    logging.info("Resumed from step %d (%s).", latest, ckpt.directory)
+  else:
+    state, shardings = trainer.create_state(decoder, tx, device_mesh, mesh.rules, init_shape,
+                                            run.seed)
+    batches = pipeline.BatchIterator(data, seed=run.seed, shard_info=shard_info)
+
+  step_fn = trainer.make_train_step(decoder, tx, device_mesh, mesh.rules, shardings)
+  evaluator = evaluation.Evaluator(decoder, device_mesh, mesh.rules, data, eval_config)
+  writer = metrics_lib.MetricsWriter(run.model_dir)
+  start_step = int(state.step)
+  progress = tqdm(total=run.train_steps, initial=start_step, disable=not run.progress_bar,
+                  desc="train", unit="step", dynamic_ncols=True)
+  last = {}
+  pending = None  # (step, metrics): read one step late so the device never waits on the host
+  last_time = time.perf_counter()
+
+  def log_train(step, step_metrics):
+    nonlocal last_time
+    values = {k: float(v) for k, v in step_metrics.items()}
+    now = time.perf_counter()
+    values["tokens_per_sec"] = values.pop("num_tokens") / max(now - last_time, 1e-9)
+    last_time = now
+    if not math.isfinite(values["loss"]):
+      raise NonFiniteLossError(
+          f"Training loss is {values['loss']} at step {step}. Lower OptimizerConfig.learning_rate "
+          f"or check the data; the newest good checkpoint is step {ckpt.latest_step()} in "
+          f"{ckpt.directory}.")
+    progress.set_postfix(loss=f"{values['loss']:.3f}")
+    if step % run.log_period == 0 or step == run.train_steps:
+      writer.write(step, values)
+    return values
+
+  def evaluate(step):
+    eval_metrics = evaluator.evaluate(state.params)
+    writer.write(step, eval_metrics)
+    progress.write(f"step {step}: {_format_eval(eval_metrics)}")
+    return eval_metrics
+
+  try:
+    for step in range(start_step + 1, run.train_steps + 1):
+      state, step_metrics = step_fn(state, trainer.global_batch(device_mesh, next(batches)))
+      if pending is not None:
+        last.update(log_train(*pending))
+      pending = (step, step_metrics)
+      progress.update(1)
+      if step == start_step + 1:
+        _write_operative_config(run.model_dir)
+      final = step == run.train_steps
+      if final or (eval_config.period and step % eval_config.period == 0):
+        last.update(log_train(*pending))
+        pending = None
+        last.update(evaluate(step))
+      if ckpt.should_save(step, final):
+        ckpt.save(step, state, batches.state())
+    if pending is not None:
+      last.update(log_train(*pending))
+    if start_step >= run.train_steps:
+      last.update(evaluate(start_step))
+  finally:
+    progress.close()
+    writer.close()
+    ckpt.close()
+  _write_operative_config(run.model_dir)
+  return last

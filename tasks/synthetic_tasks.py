@@ -1,0 +1,48 @@
+"""SeqIO tasks over the embedded synthetic corpus, one per domain, and their mixture."""
+
+import functools
+
+import gin
+import seqio
+
+from mixjax.data import lm_tasks
+from mixjax.data import synthetic
+
+PREFIX = "mixjax_synthetic"
+
+
+def task_name(domain: str, prefix: str = PREFIX) -> str:
+  return f"{prefix}_{domain}"
+
+
+@functools.lru_cache(maxsize=None)
+def _texts(config: synthetic.CorpusConfig, split: str, domain: str) -> tuple[str, ...]:
+  return tuple(doc["text"] for doc in synthetic.iter_documents(config, split=split, domain=domain))
+
+
+@gin.configurable
+def register_synthetic(num_docs: int = 20_000, seed: int = 0, prefix: str = PREFIX,
+                       mixture_rates: dict | None = None) -> seqio.Mixture:
+  """Registers `<prefix>_<domain>` tasks and the `<prefix>_mix` mixture.
+
+  The corpus is generated lazily, on first read. Mixture rates default to each domain's share
+  of documents; pass `mixture_rates={"math": 2.0, ...}` to override some of them.
+  """
+  config = synthetic.CorpusConfig(num_docs=num_docs, seed=seed)
+  for domain in synthetic.DOMAINS:
+    source = lm_tasks.texts_source({
+        split: functools.partial(_texts, config, split, domain)
+        for split in ("train", "validation")})
+    probes_fn = (functools.partial(synthetic.probes, config, domain)
+                 if domain in synthetic.PROBE_DOMAINS else None)
+    lm_tasks.register_lm_task(task_name(domain, prefix), source, domain=domain,
+                              probes_fn=probes_fn)
+  rates = dict(synthetic.domain_counts(config, split="train"))
+  unknown = set(mixture_rates or {}) - set(rates)
+  if unknown:
+    raise ValueError(f"mixture_rates names unknown domains {sorted(unknown)}; valid: "
+                     f"{list(synthetic.DOMAINS)}.")
+  rates.update(mixture_rates or {})
+  seqio.MixtureRegistry.remove(f"{prefix}_mix")
+  return seqio.MixtureRegistry.add(
+      f"{prefix}_mix", [(task_name(d, prefix), float(r)) for d, r in rates.items()])
