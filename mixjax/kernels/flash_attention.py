@@ -28,7 +28,8 @@ def reference_flash_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, *, s
       "btkgd,bskd->bkgts", q_BTKGD, k_BSKD, preferred_element_type=jnp.float32
   ) * scale
   key_pos_S = jnp.arange(k_BSKD.shape[1], dtype=jnp.int32)
-  mask_BTS = (key_pos_S >= k_start_BT[..., None]) & (key_pos_S < k_end_BT[..., None])
+  key_pos_11S = key_pos_S[None, None, :]
+  mask_BTS = (key_pos_11S >= k_start_BT[..., None]) & (key_pos_11S < k_end_BT[..., None])
   mask_B11TS = mask_BTS[:, None, None]
   logits_BKGTS = jnp.where(mask_B11TS, logits_BKGTS, -jnp.inf)
   max_BKGT1 = jnp.max(logits_BKGTS, axis=-1, keepdims=True)
