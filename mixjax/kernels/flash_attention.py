@@ -1,15 +1,42 @@
-"""Attention over per-row key ranges: the reference (pure JAX) implementation.
+"""Attention over per-row key ranges: a Pallas flash-attention kernel and its pure-JAX reference.
 
 Masks are described per query row as a key range `[k_start, k_end)` (DESIGN.md): causal, packed
 documents and prefix-LM all reduce to one contiguous range per row, so no T×T mask is ever an input.
 A row whose range is empty attends to nothing and outputs zeros.
 
 Shapes: q_BTHD `[batch, q_len, q_heads, head_dim]`, k_BSKD / v_BSKD `[batch, kv_len, kv_heads, head_dim]`
-with kv_heads dividing q_heads (grouped-query attention), k_start_BT / k_end_BT int32 `[batch, q_len]`.
+with kv_heads dividing q_heads (grouped-query attention; q head h reads kv head h // (q_heads // kv_heads)),
+k_start_BT / k_end_BT int32 `[batch, q_len]`.
+
+How the kernel skips work. The rows are cut into query blocks and the keys into key blocks. For each
+query block the wrapper computes, from the ranges alone, a *block table* row
+`(lo, hi, full_lo, full_hi)`: key blocks `[lo, hi)` hold every key any non-empty row of the block
+may see, and `[full_lo, full_hi)` are the key blocks every row sees completely. The kernels loop over
+`[lo, hi)` only (so packed short documents visit a few blocks near the diagonal) and drop the
+element mask on `[full_lo, full_hi)`. `num_visited_blocks` counts the same thing for benchmarks.
+
+Backends. One set of kernel bodies; a `_Platform` per backend says how to launch them (compiler
+parameters, where the small block tables live, block-size constraints). GPU uses the Triton
+lowering (explicit Triton compiler parameters: in jax >= 0.10 a bare `pallas_call` on GPU means
+Mosaic GPU), TPU uses Mosaic TPU, CPU runs the GPU launch in interpret mode. A Mosaic GPU platform
+would be one more `_Platform` entry.
 """
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
+from jax.experimental.pallas import triton as pltriton
+
+# Kernels work in base 2 (exp2 is the cheap instruction on GPUs): s2 = log2(e) * scale * q.k.
+_LOG2_E = math.log2(math.e)
+_TABLE_WIDTH = 4  # lo, hi, full_lo, full_hi per query block.
 
 
 def reference_flash_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, *, scale=None):
@@ -28,7 +55,7 @@ def reference_flash_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, *, s
       "btkgd,bskd->bkgts", q_BTKGD, k_BSKD, preferred_element_type=jnp.float32
   ) * scale
   key_pos_S = jnp.arange(k_BSKD.shape[1], dtype=jnp.int32)
-  key_pos_11S = key_pos_S[None, None, :]
+  key_pos_11S = key_pos_S[None, None, :]  # explicit broadcast (rank promotion raises in tests)
   mask_BTS = (key_pos_11S >= k_start_BT[..., None]) & (key_pos_11S < k_end_BT[..., None])
   mask_B11TS = mask_BTS[:, None, None]
   logits_BKGTS = jnp.where(mask_B11TS, logits_BKGTS, -jnp.inf)
@@ -41,3 +68,517 @@ def reference_flash_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, *, s
       "bkgts,bskd->btkgd", probs_BKGTS.astype(v_BSKD.dtype), v_BSKD,
       preferred_element_type=jnp.float32)
   return out_BTKGD.reshape(q_BTHD.shape).astype(q_BTHD.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Block sizes and backends.
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSizes:
+  """Tile sizes (powers of two). Each kernel has its own pair: rows held × rows streamed.
+
+  Attributes:
+    block_q, block_k: forward; a program holds `block_q` query rows and streams `block_k` keys.
+    block_q_dq, block_k_dq: the dQ kernel (holds queries, streams keys).
+    block_q_dkv, block_k_dkv: the dK/dV kernel (holds `block_k_dkv` keys, streams queries).
+    num_warps, num_stages: GPU (Triton) only; `num_warps=None` picks 4 for head_dim <= 64, else 8.
+  """
+  block_q: int = 128
+  block_k: int = 64
+  block_q_dq: int = 128
+  block_k_dq: int = 32
+  block_q_dkv: int = 32
+  block_k_dkv: int = 128
+  num_warps: int | None = None
+  num_stages: int = 2
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if field.name.startswith("block_") and (value < 1 or value & (value - 1)):
+        raise ValueError(f"BlockSizes.{field.name}={value} must be a positive power of two.")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Platform:
+  """How the shared kernel bodies are launched on one backend.
+
+  Attributes:
+    name: the `jax.default_backend()` name it serves.
+    block_sizes: defaults, tuned for the backend's flagship chip.
+    min_block_q, min_block_k: smallest tiles the backend's matmul unit accepts.
+    pow2_head_dim: whether head_dim must be padded to a power of two.
+    heads_major: store q/k/v as `[B, H, T, D]` (TPU tiles need (positions, head_dim) minor dims);
+      otherwise the kernels read `[B, T, H, D]` in place with strided tiles.
+    table_memory_space: where the int32 block tables live (SMEM on TPU: loop bounds are scalars).
+    compiler_params: `(num_warps, num_stages, num_grid_dims) -> compiler params`.
+  """
+  name: str
+  block_sizes: BlockSizes
+  min_block_q: int
+  min_block_k: int
+  pow2_head_dim: bool
+  heads_major: bool
+  table_memory_space: Any
+  compiler_params: Callable[[int, int, int], Any]
+
+
+def _triton_params(num_warps, num_stages, num_grid_dims):
+  del num_grid_dims
+  return pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages)
+
+
+def _mosaic_tpu_params(num_warps, num_stages, num_grid_dims):
+  del num_warps, num_stages
+  # Every program writes its own output tile, so all grid axes may run in any order / on any core.
+  return pltpu.CompilerParams(dimension_semantics=("parallel",) * num_grid_dims)
+
+
+_GPU = _Platform(
+    name="gpu", block_sizes=BlockSizes(), min_block_q=16, min_block_k=16, pow2_head_dim=True,
+    heads_major=False, table_memory_space=None, compiler_params=_triton_params)
+_TPU = _Platform(
+    name="tpu",
+    block_sizes=BlockSizes(block_q=128, block_k=128, block_q_dq=128, block_k_dq=128,
+                           block_q_dkv=128, block_k_dkv=128),
+    min_block_q=8, min_block_k=128, pow2_head_dim=False, heads_major=True,
+    table_memory_space=pltpu.SMEM, compiler_params=_mosaic_tpu_params)
+# CPU runs the GPU launch in interpret mode, so CI exercises the same grid and block specs.
+_CPU = dataclasses.replace(_GPU, name="cpu")
+PLATFORMS = {p.name: p for p in (_GPU, _TPU, _CPU)}
+
+
+def resolve_platform(platform=None, interpret=None):
+  """`(platform, interpret)` with defaults filled: the default backend; interpret only on CPU."""
+  name = jax.default_backend() if platform is None else platform
+  if name not in PLATFORMS:
+    raise ValueError(f"platform={name!r} is not one of {sorted(PLATFORMS)}.")
+  if interpret is None:
+    interpret = name == "cpu"
+  return PLATFORMS[name], bool(interpret)
+
+
+def _round_up(x, multiple):
+  return -(-x // multiple) * multiple
+
+
+def _fit_block(block, length, minimum):
+  """Shrinks a tile for short sequences (no point in a 128-row tile for 5 rows)."""
+  return max(minimum, min(block, pl.next_power_of_2(max(length, 1))))
+
+
+# ----------------------------------------------------------------------------------------------
+# Block tables: which key blocks each query block must visit.
+
+
+def _clip_ranges(k_start_BT, k_end_BT, kv_len=None):
+  """Ranges clipped to existing keys; an empty or inverted range becomes [0, 0)."""
+  k_start_BT = jnp.clip(k_start_BT.astype(jnp.int32), 0, kv_len)
+  k_end_BT = jnp.clip(k_end_BT.astype(jnp.int32), 0, kv_len)
+  empty_BT = k_start_BT >= k_end_BT
+  return jnp.where(empty_BT, 0, k_start_BT), jnp.where(empty_BT, 0, k_end_BT)
+
+
+def block_table(k_start_BT, k_end_BT, block_q, block_k):
+  """int32 `[batch, q_blocks, 4]`: `(lo, hi, full_lo, full_hi)` key-block bounds per query block.
+
+  `q_len` must be a multiple of `block_q` and ranges already clipped (`_clip_ranges`). Key blocks
+  `[lo, hi)` cover every key a non-empty row of the block sees; `[full_lo, full_hi)`, inside it, are
+  seen completely by every row (no element mask needed). An all-empty block gets `lo = hi`.
+  """
+  batch, q_len = k_start_BT.shape
+  start_BNR = k_start_BT.reshape(batch, q_len // block_q, block_q)
+  end_BNR = k_end_BT.reshape(batch, q_len // block_q, block_q)
+  nonempty_BNR = start_BNR < end_BNR
+  big = jnp.iinfo(jnp.int32).max
+  min_start_BN = jnp.min(jnp.where(nonempty_BNR, start_BNR, big), axis=-1)
+  max_end_BN = jnp.max(jnp.where(nonempty_BNR, end_BNR, 0), axis=-1)
+  any_BN = jnp.any(nonempty_BNR, axis=-1)
+  lo_BN = jnp.where(any_BN, min_start_BN // block_k, 0)
+  hi_BN = jnp.where(any_BN, -(-max_end_BN // block_k), 0)
+  # Fully seen blocks lie inside [max start, min end) over *all* rows (an empty row has none).
+  full_lo_BN = jnp.clip(-(-jnp.max(start_BNR, axis=-1) // block_k), lo_BN, hi_BN)
+  full_hi_BN = jnp.clip(jnp.min(end_BNR, axis=-1) // block_k, full_lo_BN, hi_BN)
+  return jnp.stack([lo_BN, hi_BN, full_lo_BN, full_hi_BN], axis=-1).astype(jnp.int32)
+
+
+def _transpose_table(table_BN4, num_k_blocks):
+  """int32 `[batch, k_blocks, 4]`: `(first, last, full_first, full_last)` query blocks per key block.
+
+  Query blocks `[first, last)` include every one that visits the key block; `[full_first,
+  full_last)`, inside it, is a run of query blocks that all see the key block completely. Blocks
+  in between that do not visit it are computed masked (zero contribution): exact for any ranges,
+  and for the monotone ranges mixjax builds (causal, packed, prefix-LM) there are none.
+  """
+  num_q_blocks = table_BN4.shape[1]
+  col = lambda c: table_BN4[..., c:c + 1]
+  j_11M = jnp.arange(num_k_blocks, dtype=jnp.int32)[None, None, :]
+  visits_BNM = (col(0) <= j_11M) & (j_11M < col(1))
+  full_BNM = (col(2) <= j_11M) & (j_11M < col(3))
+  i_1N1 = jnp.arange(num_q_blocks, dtype=jnp.int32)[None, :, None]
+  first_BM = jnp.min(jnp.where(visits_BNM, i_1N1, num_q_blocks), axis=1)
+  last_BM = jnp.max(jnp.where(visits_BNM, i_1N1 + 1, 0), axis=1)
+  first_BM = jnp.minimum(first_BM, last_BM)
+  full_first_BM = jnp.clip(jnp.min(jnp.where(full_BNM, i_1N1, num_q_blocks), axis=1),
+                           first_BM, last_BM)
+  # The run ends at the first non-full query block after full_first.
+  gap_BNM = ~full_BNM & (i_1N1 > full_first_BM[:, None, :])
+  full_last_BM = jnp.clip(jnp.min(jnp.where(gap_BNM, i_1N1, num_q_blocks), axis=1),
+                          full_first_BM, last_BM)
+  return jnp.stack([first_BM, last_BM, full_first_BM, full_last_BM], axis=-1).astype(jnp.int32)
+
+
+def num_visited_blocks(k_start_BT, k_end_BT, block_q, block_k):
+  """How many (query block, key block) tiles the forward kernel computes, summed over the batch.
+
+  The same table drives the kernels, so `visited × block_q × block_k` is the work actually done;
+  benchmarks divide by the causal count to report what a mask costs. Pads `q_len` like the kernel.
+  """
+  q_len = k_start_BT.shape[1]
+  pad = _round_up(q_len, block_q) - q_len
+  k_start_BT, k_end_BT = _clip_ranges(k_start_BT, k_end_BT)
+  k_start_BT = jnp.pad(k_start_BT, ((0, 0), (0, pad)))
+  k_end_BT = jnp.pad(k_end_BT, ((0, 0), (0, pad)))
+  table_BN4 = block_table(k_start_BT, k_end_BT, block_q, block_k)
+  return jnp.sum(table_BN4[..., 1] - table_BN4[..., 0])
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernel bodies (shared by every backend). Refs are already sliced to one (batch, head) by the
+# block specs; tables are flat int32 vectors indexed by (batch, block).
+
+
+def _dot_nt(a_MD, b_ND):
+  """a @ b.T with float32 accumulation: `[M, N]`."""
+  return lax.dot_general(a_MD, b_ND, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _dot_nn(a_MN, b_ND):
+  return lax.dot_general(a_MN, b_ND, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _read_table(table_ref, row, width):
+  base = row * width
+  return [table_ref[base + c] for c in range(width)]
+
+
+def _range_mask(start, end, pos):
+  """True where key position `pos` lies in the query's range `[start, end)` (broadcasting)."""
+  return (pos >= start) & (pos < end)
+
+
+def _three_phase_loop(lo, hi, full_lo, full_hi, step, carry):
+  """Runs `step(j, carry, masked)` over key blocks [lo, hi), unmasked on [full_lo, full_hi)."""
+  carry = lax.fori_loop(lo, full_lo, functools.partial(step, masked=True), carry)
+  carry = lax.fori_loop(full_lo, full_hi, functools.partial(step, masked=False), carry)
+  return lax.fori_loop(full_hi, hi, functools.partial(step, masked=True), carry)
+
+
+def _fwd_kernel(table_ref, q_ref, k_ref, v_ref, start_ref, end_ref, o_ref, lse_ref, *,
+                scale, block_k, num_q_blocks):
+  """One (batch, head, query block): online softmax over the visited key blocks.
+
+  q_ref/o_ref `[block_q, D]`, k_ref/v_ref `[S, D]`, start/end/lse refs `[block_q, 1]`.
+  """
+  b, i = pl.program_id(0), pl.program_id(2)
+  lo, hi, full_lo, full_hi = _read_table(table_ref, b * num_q_blocks + i, _TABLE_WIDTH)
+  q_MD = q_ref[...]
+  start_M1, end_M1 = start_ref[...], end_ref[...]
+  block_q, head_dim = q_MD.shape
+  scale2 = scale * _LOG2_E
+
+  def step(j, carry, masked):
+    acc_MD, max_M1, sum_M1 = carry
+    keys = pl.ds(pl.multiple_of(j * block_k, block_k), block_k)
+    k_ND, v_ND = k_ref[keys, :], v_ref[keys, :]
+    s_MN = _dot_nt(q_MD, k_ND) * scale2
+    if masked:
+      pos_1N = j * block_k + lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
+      s_MN = jnp.where(_range_mask(start_M1, end_M1, pos_1N), s_MN, -jnp.inf)
+    new_max_M1 = jnp.maximum(max_M1, jnp.max(s_MN, axis=1, keepdims=True))
+    if masked:  # A row may have seen no key yet: keep exp2 away from (-inf) - (-inf).
+      new_max_M1 = jnp.where(new_max_M1 == -jnp.inf, 0.0, new_max_M1)
+    p_MN = jnp.exp2(s_MN - new_max_M1)
+    alpha_M1 = jnp.exp2(max_M1 - new_max_M1)
+    sum_M1 = alpha_M1 * sum_M1 + jnp.sum(p_MN, axis=1, keepdims=True)
+    acc_MD = alpha_M1 * acc_MD + _dot_nn(p_MN.astype(v_ND.dtype), v_ND)
+    return acc_MD, new_max_M1, sum_M1
+
+  carry = (jnp.zeros((block_q, head_dim), jnp.float32),
+           jnp.full((block_q, 1), -jnp.inf, jnp.float32),
+           jnp.zeros((block_q, 1), jnp.float32))
+  acc_MD, max_M1, sum_M1 = _three_phase_loop(lo, hi, full_lo, full_hi, step, carry)
+  seen_M1 = sum_M1 > 0
+  o_ref[...] = (acc_MD / jnp.where(seen_M1, sum_M1, 1.0)).astype(o_ref.dtype)
+  # +inf for empty rows makes exp2(s - lse) vanish in the backward pass.
+  lse_ref[...] = jnp.where(seen_M1, max_M1 + jnp.log2(jnp.where(seen_M1, sum_M1, 1.0)), jnp.inf)
+
+
+def _dq_kernel(table_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, start_ref, end_ref,
+               dq_ref, *, scale, block_k, num_q_blocks):
+  """dQ for one (batch, head, query block); same loop as the forward pass."""
+  b, i = pl.program_id(0), pl.program_id(2)
+  lo, hi, full_lo, full_hi = _read_table(table_ref, b * num_q_blocks + i, _TABLE_WIDTH)
+  q_MD, do_MD = q_ref[...], do_ref[...]
+  lse_M1, delta_M1 = lse_ref[...], delta_ref[...]
+  start_M1, end_M1 = start_ref[...], end_ref[...]
+  scale2 = scale * _LOG2_E
+
+  def step(j, dq_MD, masked):
+    keys = pl.ds(pl.multiple_of(j * block_k, block_k), block_k)
+    k_ND, v_ND = k_ref[keys, :], v_ref[keys, :]
+    p_MN = jnp.exp2(_dot_nt(q_MD, k_ND) * scale2 - lse_M1)
+    if masked:
+      pos_1N = j * block_k + lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
+      p_MN = jnp.where(_range_mask(start_M1, end_M1, pos_1N), p_MN, 0.0)
+    ds_MN = p_MN * (_dot_nt(do_MD, v_ND) - delta_M1)
+    return dq_MD + _dot_nn(ds_MN.astype(k_ND.dtype), k_ND)
+
+  dq_MD = _three_phase_loop(lo, hi, full_lo, full_hi, step,
+                            jnp.zeros(q_MD.shape, jnp.float32))
+  dq_ref[...] = (dq_MD * scale).astype(dq_ref.dtype)
+
+
+def _dkv_kernel(key_table_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref,
+                start_ref, end_ref, dk_ref, dv_ref, *, scale, block_q, group, num_k_blocks,
+                heads_major):
+  """dK, dV for one (batch, kv head, key block), summed over the group's query heads.
+
+  q_ref/do_ref `[T, group, D]` (`[group, T, D]` if heads_major), lse/delta refs `[group, 1, T]`,
+  start/end refs `[1, T]`, k/v/dk/dv refs `[block_k, D]`. Works transposed (keys on rows, queries
+  on lanes) so no tile needs a transpose.
+  """
+  b, j = pl.program_id(0), pl.program_id(2)
+  first, last, full_first, full_last = _read_table(
+      key_table_ref, b * num_k_blocks + j, _TABLE_WIDTH)
+  k_ND, v_ND = k_ref[...], v_ref[...]
+  block_k = k_ND.shape[0]
+  scale2 = scale * _LOG2_E
+  pos_N1 = j * block_k + lax.broadcasted_iota(jnp.int32, (block_k, 1), 0)
+
+  def tile(i, carry, masked, g):
+    dk_ND, dv_ND = carry
+    rows = pl.ds(pl.multiple_of(i * block_q, block_q), block_q)
+    at = (g, rows, slice(None)) if heads_major else (rows, g, slice(None))
+    q_MD, do_MD = q_ref[at], do_ref[at]
+    lse_1M, delta_1M = lse_ref[g, :, rows], delta_ref[g, :, rows]
+    pt_NM = jnp.exp2(_dot_nt(k_ND, q_MD) * scale2 - lse_1M)
+    if masked:
+      start_1M, end_1M = start_ref[:, rows], end_ref[:, rows]
+      pt_NM = jnp.where(_range_mask(start_1M, end_1M, pos_N1), pt_NM, 0.0)
+    dv_ND = dv_ND + _dot_nn(pt_NM.astype(do_MD.dtype), do_MD)
+    dst_NM = pt_NM * (_dot_nt(v_ND, do_MD) - delta_1M)
+    dk_ND = dk_ND + _dot_nn(dst_NM.astype(q_MD.dtype), q_MD)
+    return dk_ND, dv_ND
+
+  def head(g, carry):
+    step = functools.partial(tile, g=g)
+    return _three_phase_loop(first, last, full_first, full_last, step, carry)
+
+  zeros_ND = jnp.zeros(k_ND.shape, jnp.float32)
+  dk_ND, dv_ND = lax.fori_loop(0, group, head, (zeros_ND, zeros_ND))
+  dk_ref[...] = (dk_ND * scale).astype(dk_ref.dtype)
+  dv_ref[...] = dv_ND.astype(dv_ref.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers. Arrays here are padded (q_len a multiple of every query tile, kv_len of every key tile)
+# and in the platform's storage layout: `[B, T, H, D]`, or `[B, H, T, D]` when heads-major.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+  scale: float
+  block_sizes: BlockSizes
+  platform: _Platform
+  interpret: bool
+  num_warps: int
+
+  @property
+  def heads_major(self):
+    return self.platform.heads_major
+
+
+def _dims(x, heads_major):
+  """(batch, length, heads, head_dim) of an array in storage layout."""
+  batch, a, b, head_dim = x.shape
+  return (batch, b, a, head_dim) if heads_major else (batch, a, b, head_dim)
+
+
+def _seq_spec(heads_major, rows, heads, head_dim, index_map):
+  """Tiles of `rows` positions × `heads` heads (None: one head, squeezed) of a storage-layout array.
+
+  `index_map(*grid_ids) -> (batch, row block, head block)`.
+  """
+  if heads_major:
+    return pl.BlockSpec((None, heads, rows, head_dim),
+                        lambda *ids: (lambda b, r, h: (b, h, r, 0))(*index_map(*ids)))
+  return pl.BlockSpec((None, rows, heads, head_dim),
+                      lambda *ids: (lambda b, r, h: (b, r, h, 0))(*index_map(*ids)))
+
+
+def _table_spec(cfg):
+  return pl.BlockSpec(memory_space=cfg.platform.table_memory_space)
+
+
+def _pallas(cfg, kernel, *, grid, in_specs, out_specs, out_shape, name):
+  return pl.pallas_call(
+      kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
+      compiler_params=cfg.platform.compiler_params(
+          cfg.num_warps, cfg.block_sizes.num_stages, len(grid)),
+      interpret=cfg.interpret, name=name)
+
+
+def _query_grid_specs(cfg, q, k, block_q):
+  """Specs shared by the kernels whose grid is (batch, q head, query block)."""
+  _, _, num_heads, head_dim = _dims(q, cfg.heads_major)
+  _, kv_len, num_kv_heads, _ = _dims(k, cfg.heads_major)
+  group = num_heads // num_kv_heads
+  rows = _seq_spec(cfg.heads_major, block_q, None, head_dim, lambda b, h, i: (b, i, h))
+  keys = _seq_spec(cfg.heads_major, kv_len, None, head_dim,
+                   lambda b, h, i: (b, 0, lax.div(h, group)))  # `//` lowers badly on TPU
+  ranges = pl.BlockSpec((None, block_q, 1), lambda b, h, i: (b, i, 0))
+  stats = pl.BlockSpec((None, None, block_q, 1), lambda b, h, i: (b, h, i, 0))
+  return rows, keys, ranges, stats
+
+
+def _forward(q, k, v, start_BT, end_BT, cfg):
+  """Returns `(out, lse_BHT1)`: out like q; lse in base 2, +inf on empty rows."""
+  batch, q_len, num_heads, _ = _dims(q, cfg.heads_major)
+  block_q, block_k = cfg.block_sizes.block_q, cfg.block_sizes.block_k
+  num_q_blocks = q_len // block_q
+  table = block_table(start_BT, end_BT, block_q, block_k).reshape(-1)
+  rows, keys, ranges, stats = _query_grid_specs(cfg, q, k, block_q)
+  kernel = functools.partial(_fwd_kernel, scale=cfg.scale, block_k=block_k,
+                             num_q_blocks=num_q_blocks)
+  return _pallas(
+      cfg, kernel, grid=(batch, num_heads, num_q_blocks),
+      in_specs=[_table_spec(cfg), rows, keys, keys, ranges, ranges],
+      out_specs=[rows, stats],
+      out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype),
+                 jax.ShapeDtypeStruct((batch, num_heads, q_len, 1), jnp.float32)],
+      name="flash_attention_fwd",
+  )(table, q, k, v, start_BT[..., None], end_BT[..., None])
+
+
+def _backward_dq(q, k, v, do, lse_BHT1, delta_BHT1, start_BT, end_BT, cfg):
+  batch, q_len, num_heads, _ = _dims(q, cfg.heads_major)
+  block_q, block_k = cfg.block_sizes.block_q_dq, cfg.block_sizes.block_k_dq
+  num_q_blocks = q_len // block_q
+  table = block_table(start_BT, end_BT, block_q, block_k).reshape(-1)
+  rows, keys, ranges, stats = _query_grid_specs(cfg, q, k, block_q)
+  kernel = functools.partial(_dq_kernel, scale=cfg.scale, block_k=block_k,
+                             num_q_blocks=num_q_blocks)
+  return _pallas(
+      cfg, kernel, grid=(batch, num_heads, num_q_blocks),
+      in_specs=[_table_spec(cfg), rows, keys, keys, rows, stats, stats, ranges, ranges],
+      out_specs=rows,
+      out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
+      name="flash_attention_dq",
+  )(table, q, k, v, do, lse_BHT1, delta_BHT1, start_BT[..., None], end_BT[..., None])
+
+
+def _backward_dkv(q, k, v, do, lse_BHT1, delta_BHT1, start_BT, end_BT, cfg):
+  batch, q_len, num_heads, head_dim = _dims(q, cfg.heads_major)
+  _, kv_len, num_kv_heads, _ = _dims(k, cfg.heads_major)
+  group = num_heads // num_kv_heads
+  block_q, block_k = cfg.block_sizes.block_q_dkv, cfg.block_sizes.block_k_dkv
+  num_q_blocks, num_k_blocks = q_len // block_q, kv_len // block_k
+  table_BN4 = block_table(start_BT, end_BT, block_q, block_k)
+  key_table = _transpose_table(table_BN4, num_k_blocks).reshape(-1)
+  queries = _seq_spec(cfg.heads_major, q_len, group, head_dim, lambda b, h, j: (b, 0, h))
+  keys = _seq_spec(cfg.heads_major, block_k, None, head_dim, lambda b, h, j: (b, j, h))
+  stats = pl.BlockSpec((None, group, 1, q_len), lambda b, h, j: (b, h, 0, 0))
+  ranges = pl.BlockSpec((None, 1, q_len), lambda b, h, j: (b, 0, 0))
+  kernel = functools.partial(
+      _dkv_kernel, scale=cfg.scale, block_q=block_q, group=group, num_k_blocks=num_k_blocks,
+      heads_major=cfg.heads_major)
+  # [B, H, T, 1] and [B, H, 1, T] are the same bytes: this kernel wants query stats along lanes.
+  as_row = lambda x: x.reshape(batch, num_heads, 1, q_len)
+  return _pallas(
+      cfg, kernel, grid=(batch, num_kv_heads, num_k_blocks),
+      in_specs=[_table_spec(cfg), queries, keys, keys, queries, stats, stats,
+                ranges, ranges],
+      out_specs=[keys, keys],
+      out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+      name="flash_attention_dkv",
+  )(key_table, q, k, v, do, as_row(lse_BHT1), as_row(delta_BHT1),
+    start_BT[:, None, :], end_BT[:, None, :])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _flash(q, k, v, start_BT, end_BT, cfg):
+  return _forward(q, k, v, start_BT, end_BT, cfg)[0]
+
+
+def _flash_fwd(q, k, v, start_BT, end_BT, cfg):
+  out, lse_BHT1 = _forward(q, k, v, start_BT, end_BT, cfg)
+  return out, (q, k, v, start_BT, end_BT, out, lse_BHT1)
+
+
+def _flash_bwd(cfg, residuals, do):
+  q, k, v, start_BT, end_BT, out, lse_BHT1 = residuals
+  # delta = rowsum(dO * O): one fused XLA pass, read by both backward kernels.
+  delta = jnp.sum(do.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
+  delta_BHT1 = (delta if cfg.heads_major else jnp.transpose(delta, (0, 2, 1)))[..., None]
+  args = (q, k, v, do, lse_BHT1, delta_BHT1, start_BT, end_BT, cfg)
+  dq = _backward_dq(*args)
+  dk, dv = _backward_dkv(*args)
+  return dq, dk, dv, None, None
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
+
+
+def flash_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, *, scale=None, interpret=None,
+                    block_sizes=None, platform=None):
+  """Pallas flash attention over per-row key ranges; same numbers as `reference_flash_attention`.
+
+  Args:
+    q_BTHD: `[batch, q_len, q_heads, head_dim]`, float32 or bfloat16.
+    k_BSKD, v_BSKD: `[batch, kv_len, kv_heads, head_dim]`, kv_heads dividing q_heads.
+    k_start_BT, k_end_BT: int `[batch, q_len]`; row t attends to keys `[k_start, k_end)`.
+    scale: logit scale; default `head_dim ** -0.5`.
+    interpret: run the kernels in the Pallas interpreter; default: only on CPU.
+    block_sizes: `BlockSizes`; default: the platform's. Tiles shrink for short sequences.
+    platform: `'gpu' | 'tpu' | 'cpu'`, the launch recipe; default `jax.default_backend()`.
+
+  Returns:
+    `[batch, q_len, q_heads, head_dim]` in q's dtype; rows with an empty range are zeros.
+    Differentiable in q, k and v (custom VJP with Pallas backward kernels).
+  """
+  batch, q_len, num_heads, head_dim = q_BTHD.shape
+  _, kv_len, num_kv_heads, _ = k_BSKD.shape
+  if k_BSKD.shape != v_BSKD.shape or k_BSKD.shape[0] != batch or k_BSKD.shape[3] != head_dim:
+    raise ValueError(f"k {k_BSKD.shape} and v {v_BSKD.shape} must both be [batch={batch}, "
+                     f"kv_len, kv_heads, head_dim={head_dim}] for q {q_BTHD.shape}.")
+  if num_heads % num_kv_heads:
+    raise ValueError(f"kv_heads={num_kv_heads} must divide q_heads={num_heads}.")
+  if k_start_BT.shape != (batch, q_len) or k_end_BT.shape != (batch, q_len):
+    raise ValueError(f"k_start {k_start_BT.shape} and k_end {k_end_BT.shape} must be "
+                     f"[batch, q_len] = {(batch, q_len)}.")
+  plat, interpret = resolve_platform(platform, interpret)
+  bs = plat.block_sizes if block_sizes is None else block_sizes
+  fit_q = functools.partial(_fit_block, length=q_len, minimum=plat.min_block_q)
+  fit_k = functools.partial(_fit_block, length=kv_len, minimum=plat.min_block_k)
+  bs = dataclasses.replace(
+      bs, block_q=fit_q(bs.block_q), block_q_dq=fit_q(bs.block_q_dq),
+      block_q_dkv=fit_q(bs.block_q_dkv), block_k=fit_k(bs.block_k),
+      block_k_dq=fit_k(bs.block_k_dq), block_k_dkv=fit_k(bs.block_k_dkv))
+  padded_dim = pl.next_power_of_2(head_dim) if plat.pow2_head_dim else head_dim
+  cfg = _Config(
+      scale=float(head_dim**-0.5 if scale is None else scale), block_sizes=bs, platform=plat,
+      interpret=interpret, num_warps=bs.num_warps or (4 if padded_dim <= 64 else 8))
+  # Pad to whole tiles: padded query rows get empty ranges, padded keys are never in a range.
+  q_pad = _round_up(q_len, max(bs.block_q, bs.block_q_dq, bs.block_q_dkv)) - q_len
+  kv_pad = _round_up(kv_len, max(bs.block_k, bs.block_k_dq, bs.block_k_dkv)) - kv_len
+  d_pad = padded_dim - head_dim
+  start_BT, end_BT = _clip_ranges(k_start_BT, k_end_BT, kv_len)
+  start_BT, end_BT = (jnp.pad(x, ((0, 0), (0, q_pad))) for x in (start_BT, end_BT))
+  to_storage = lambda x: jnp.swapaxes(x, 1, 2) if plat.heads_major else x
+  q = to_storage(jnp.pad(q_BTHD, ((0, 0), (0, q_pad), (0, 0), (0, d_pad))))
+  k, v = (to_storage(jnp.pad(x, ((0, 0), (0, kv_pad), (0, 0), (0, d_pad))))
+          for x in (k_BSKD, v_BSKD))
+  out = to_storage(_flash(q, k, v, start_BT, end_BT, cfg))
+  return out[:, :q_len, :, :head_dim]
