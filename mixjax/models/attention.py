@@ -34,7 +34,8 @@ def _cudnn(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, *, scale=None):
     return flash_lib.reference_flash_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT,
                                                scale=scale)
   key_pos_S = jnp.arange(k_BSKD.shape[1], dtype=jnp.int32)
-  mask_B1TS = ((key_pos_S >= k_start_BT[..., None]) & (key_pos_S < k_end_BT[..., None]))[:, None]
+  key_pos_11S = key_pos_S[None, None, :]
+  mask_B1TS = ((key_pos_11S >= k_start_BT[..., None]) & (key_pos_11S < k_end_BT[..., None]))[:, None]
   out = jax.nn.dot_product_attention(q_BTHD, k_BSKD, v_BSKD, mask=mask_B1TS, scale=scale,
                                      implementation="cudnn")
   # cuDNN leaves empty rows undefined; the contract is zeros.

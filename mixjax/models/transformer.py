@@ -64,14 +64,14 @@ class RMSNorm(nn.Module):
                          (x_BTD.shape[-1],))
     x32 = x_BTD.astype(jnp.float32)
     x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + 1e-6)
-    return (x32 * scale_D).astype(self.dtype)
+    return (x32 * scale_D[None, None, :]).astype(self.dtype)
 
 
 def apply_rotary(x_BTHD, positions_BT, max_wavelength):
   """Rotary position embedding (half-split layout) at the given per-token positions."""
   half = x_BTHD.shape[-1] // 2
   freq_F = max_wavelength ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angle_BTF = positions_BT[..., None].astype(jnp.float32) * freq_F
+  angle_BTF = positions_BT[..., None].astype(jnp.float32) * freq_F[None, None, :]
   sin_BT1F, cos_BT1F = jnp.sin(angle_BTF)[:, :, None], jnp.cos(angle_BTF)[:, :, None]
   x1, x2 = x_BTHD[..., :half].astype(jnp.float32), x_BTHD[..., half:].astype(jnp.float32)
   out = jnp.concatenate([x1 * cos_BT1F - x2 * sin_BT1F, x2 * cos_BT1F + x1 * sin_BT1F], axis=-1)

@@ -33,6 +33,9 @@ class RunConfig:
   seed: int = 0
   log_period: int = 10
   progress_bar: bool = True
+  # End this invocation after this step (checkpointing there); train_steps still sets the
+  # schedule. For time-boxed or preemptible slots: rerun to continue.
+  stop_at_step: int | None = None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -121,7 +124,8 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
     return eval_metrics
 
   try:
-    for step in range(start_step + 1, run.train_steps + 1):
+    end_step = min(run.train_steps, run.stop_at_step or run.train_steps)
+    for step in range(start_step + 1, end_step + 1):
       state, step_metrics = step_fn(state, trainer.global_batch(device_mesh, next(batches)))
       if pending is not None:
         last.update(log_train(*pending))
@@ -129,7 +133,7 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
       progress.update(1)
       if step == start_step + 1:
         _write_operative_config(run.model_dir)
-      final = step == run.train_steps
+      final = step == end_step
       if final or (eval_config.period and step % eval_config.period == 0):
         last.update(log_train(*pending))
         pending = None
@@ -138,7 +142,7 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
         ckpt.save(step, state, batches.state())
     if pending is not None:
       last.update(log_train(*pending))
-    if start_step >= run.train_steps:
+    if start_step >= end_step:
       last.update(evaluate(start_step))
   finally:
     progress.close()
