@@ -1,0 +1,122 @@
+"""k nearest neighbours of every document, with faiss (inner product on L2-normalised rows).
+
+The index kind follows the corpus size unless set: exact `flat` search while brute force is cheap,
+then `ivf` (inverted lists, flat codes). `ivfpq` (as in the paper's public code) and `hnsw` are
+there to be chosen. Every kind except `hnsw` is built the same way on one machine or many: train an
+empty index on a sample, add shards of vectors under their global ids, merge the partial indexes.
+"""
+
+import dataclasses
+import math
+
+import faiss
+import numpy as np
+
+INDEX_KINDS = ("flat", "ivf", "ivfpq", "hnsw")
+MERGEABLE_KINDS = ("flat", "ivf", "ivfpq")
+# faiss warns below 39 training points per centroid; more than this buys little.
+_TRAIN_POINTS_PER_LIST = 40
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexSpec:
+  """How to build the neighbour index. `kind='auto'`: flat up to `flat_max` documents, else ivf."""
+  kind: str = "auto"
+  flat_max: int = 20_000
+  nlist: int = 0        # inverted lists; 0 picks ~4 sqrt(N)
+  nprobe: int = 8       # lists visited per query
+  pq_bytes: int = 0     # ivfpq code size; 0 picks dim / 4
+  hnsw_m: int = 32
+  ef_search: int = 64
+
+  def __post_init__(self):
+    if self.kind != "auto" and self.kind not in INDEX_KINDS:
+      raise ValueError(f"Unknown index kind {self.kind!r}; valid: auto, {', '.join(INDEX_KINDS)}.")
+
+  def resolve(self, num_docs: int) -> "IndexSpec":
+    """This spec with `kind` and `nlist` fixed for a corpus of `num_docs` documents."""
+    kind = self.kind
+    if kind == "auto":
+      kind = "flat" if num_docs <= self.flat_max else "ivf"
+    nlist = self.nlist or int(min(max(1, num_docs // _TRAIN_POINTS_PER_LIST),
+                                  max(1, round(4 * math.sqrt(num_docs)))))
+    return dataclasses.replace(self, kind=kind, nlist=nlist)
+
+  def train_size(self) -> int:
+    """Vectors to train on (0: the kind needs no training)."""
+    if self.kind == "ivf":
+      return self.nlist * _TRAIN_POINTS_PER_LIST
+    # Product quantisation trains 256 centroids per sub-vector as well.
+    return max(self.nlist, 256) * _TRAIN_POINTS_PER_LIST if self.kind == "ivfpq" else 0
+
+
+def set_threads(num_threads: int) -> None:
+  faiss.omp_set_num_threads(max(1, num_threads))
+
+
+def empty_index(spec: IndexSpec, train_ND: np.ndarray, seed: int) -> faiss.Index:
+  """A trained index with no vectors (`spec` must be resolved)."""
+  dim = train_ND.shape[1]
+  ip = faiss.METRIC_INNER_PRODUCT
+  if spec.kind == "flat":
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+  if spec.kind == "hnsw":
+    index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, ip)
+    index.hnsw.efSearch = spec.ef_search
+    return faiss.IndexIDMap2(index)
+  quantizer = faiss.IndexFlatIP(dim)
+  if spec.kind == "ivf":
+    index = faiss.IndexIVFFlat(quantizer, dim, spec.nlist, ip)
+  else:
+    pq_bytes = spec.pq_bytes or max(1, dim // 4)
+    if dim % pq_bytes:
+      raise ValueError(f"pq_bytes={pq_bytes} must divide the embedding dim {dim}.")
+    index = faiss.IndexIVFPQ(quantizer, dim, spec.nlist, pq_bytes, 8, ip)
+  index.cp.seed = seed
+  index.train(np.ascontiguousarray(train_ND, np.float32))
+  index.nprobe = spec.nprobe
+  return index
+
+
+def add(index: faiss.Index, emb_ND: np.ndarray, first_id: int) -> None:
+  """Adds rows under global ids `first_id, first_id + 1, ...`."""
+  ids = np.arange(first_id, first_id + len(emb_ND), dtype=np.int64)
+  index.add_with_ids(np.ascontiguousarray(emb_ND, np.float32), ids)
+
+
+def merge(indexes: list[faiss.Index]) -> faiss.Index:
+  """Merges partial indexes built by `add` from one `empty_index` (consumes them)."""
+  merged, rest = indexes[0], indexes[1:]
+  for other in rest:
+    merged.merge_from(other, 0)
+  return merged
+
+
+def search(index: faiss.Index, emb_QD: np.ndarray, ids_Q: np.ndarray,
+           k: int) -> tuple[np.ndarray, np.ndarray]:
+  """The `k` nearest other documents of each query `ids_Q[q]`, most similar first.
+
+  Returns `(nbr_QK int32, sim_QK float32)`; slots with no neighbour found hold -1 and -inf.
+  """
+  sim, nbr = index.search(np.ascontiguousarray(emb_QD, np.float32), k + 1)
+  # Drop each query's own id; where the search missed it, drop the weakest result instead.
+  drop = nbr == ids_Q[:, None]
+  drop[~drop.any(axis=1), -1] = True
+  first_drop = np.argmax(drop, axis=1)
+  keep = np.ones_like(drop)
+  keep[np.arange(len(nbr)), first_drop] = False
+  nbr_QK = nbr[keep].reshape(len(nbr), k)
+  sim_QK = sim[keep].reshape(len(nbr), k)
+  sim_QK[nbr_QK < 0] = -np.inf
+  return nbr_QK.astype(np.int32), sim_QK.astype(np.float32)
+
+
+def write_index(index: faiss.Index, path: str) -> None:
+  faiss.write_index(index, path)
+
+
+def read_index(path: str, spec: IndexSpec) -> faiss.Index:
+  index = faiss.read_index(path)
+  if spec.kind in ("ivf", "ivfpq"):
+    index.nprobe = spec.nprobe
+  return index

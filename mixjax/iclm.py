@@ -1,0 +1,103 @@
+r"""Reorders a JSONL corpus for In-Context Pretraining: related documents share training contexts.
+
+  python -m mixjax.iclm --input DOCS.jsonl[,MORE.jsonl] --output DIR
+
+DIR gets `iclm-*-of-*.jsonl` (every input field, plus `context`), `report.json` (how similar
+adjacent documents are, against a random order; what was skipped) and `stages/` (resumable
+intermediate files: rerun the same command after a crash). `--runner=beam` runs the embedding and
+neighbour stages as an Apache Beam pipeline (`pip install -e '.[beam]'`). The SeqIO task over DIR is
+`mixjax.data.iclm_seqio.register_iclm_task`. The logic lives in `mixjax.data.iclm`.
+"""
+
+import argparse
+import dataclasses
+import glob
+import json
+import sys
+
+from mixjax.data import iclm
+from mixjax.data import iclm_knn
+
+
+def _inputs(value: str) -> tuple[str, ...]:
+  paths = []
+  for item in filter(None, value.split(",")):
+    paths.extend(sorted(glob.glob(item)) if glob.has_magic(item) else [item])
+  return tuple(paths)
+
+
+def _worker(value: str) -> iclm.Worker:
+  index, _, count = value.partition("/")
+  return iclm.Worker(int(index), int(count))
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+  d = iclm.IclmConfig(inputs=("-",), output_dir="")
+  p = argparse.ArgumentParser(prog="python -m mixjax.iclm", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--input", type=_inputs, required=True, help="JSONL files, comma-separated; globs ok")
+  p.add_argument("--output", required=True, help="output directory")
+  p.add_argument("--embedder", default=d.embedder, choices=sorted(iclm.EMBEDDERS))
+  p.add_argument("--embedder_path", default="", help="model directory for model embedders")
+  p.add_argument("--dim", type=int, default=d.dim, help="hashed embedding width")
+  p.add_argument("--fit_docs", type=int, default=d.fit_docs, help="IDF sample size")
+  p.add_argument("--k", type=int, default=d.k, help="neighbours per document")
+  p.add_argument("--index", default=d.index.kind, choices=("auto",) + iclm_knn.INDEX_KINDS)
+  p.add_argument("--nlist", type=int, default=d.index.nlist, help="IVF lists (0: ~4 sqrt(N))")
+  p.add_argument("--nprobe", type=int, default=d.index.nprobe, help="IVF lists searched")
+  p.add_argument("--min_path_docs", type=int, default=d.min_path_docs)
+  p.add_argument("--context_tokens", type=int, default=d.context_tokens)
+  p.add_argument("--dedup_threshold", type=float, default=None,
+                 help="drop documents at least this similar to the previous one (default: off)")
+  p.add_argument("--shard_lines", type=int, default=d.shard_lines)
+  p.add_argument("--output_shard_docs", type=int, default=d.output_shard_docs)
+  p.add_argument("--skip_bad_records", action="store_true",
+                 help="count and skip bad lines and repeated ids instead of stopping")
+  p.add_argument("--seed", type=int, default=d.seed)
+  p.add_argument("--threads", type=int, default=d.threads)
+  p.add_argument("--until", default="write", choices=iclm.STAGES, help="last stage to run")
+  p.add_argument("--worker", type=_worker, default=iclm.Worker(), help="I/N: this worker's shards")
+  p.add_argument("--restart", action="store_true", help="discard an earlier run in --output")
+  p.add_argument("--no_progress", action="store_true")
+  p.add_argument("--runner", default="local", choices=("local", "beam"))
+  p.add_argument("--beam_options", default="--runner=DirectRunner",
+                 help="Beam pipeline options, space-separated")
+  return p.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> iclm.IclmConfig:
+  index = dataclasses.replace(iclm_knn.IndexSpec(), kind=args.index, nlist=args.nlist,
+                              nprobe=args.nprobe)
+  return iclm.IclmConfig(
+      inputs=args.input, output_dir=args.output, embedder=args.embedder,
+      embedder_path=args.embedder_path, dim=args.dim, fit_docs=args.fit_docs, k=args.k,
+      index=index, min_path_docs=args.min_path_docs, context_tokens=args.context_tokens,
+      dedup_threshold=args.dedup_threshold, shard_lines=args.shard_lines,
+      output_shard_docs=args.output_shard_docs, skip_bad_records=args.skip_bad_records,
+      seed=args.seed, threads=args.threads, progress=not args.no_progress)
+
+
+def main(argv: list[str]) -> int:
+  args = parse_args(argv)
+  config = config_from_args(args)
+  try:
+    if args.runner == "beam":
+      from mixjax.data import iclm_beam  # pylint: disable=g-import-not-at-top  (optional extra)
+      report = iclm_beam.run(config, args.beam_options.split(), restart=args.restart)
+    else:
+      report = iclm.run(config, until=args.until, worker=args.worker, restart=args.restart)
+  except iclm.StagePending as e:
+    print(e, file=sys.stderr)
+    return 0
+  except (ValueError, FileNotFoundError, ImportError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  if report is not None:
+    print(json.dumps({k: report[k] for k in ("documents", "contexts", "adjacent_similarity",
+                                              "random_order_similarity")} |
+                     {"skipped": report["skipped"]["total"]}, indent=1))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
