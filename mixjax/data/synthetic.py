@@ -7,7 +7,7 @@ tracing small programs, subject-verb agreement). Every domain but `web` has prob
 are known, so a mixture's effect on one capability can be measured with a tiny byte-level model.
 
 Determinism: a document is a pure function of (config, split, domain, index). Its random draws
-are blake2b words keyed by (seed, domain, stream, index); the world (people, employers, links)
+are SHAKE-128 words keyed by (seed, domain, stream, index); the world (people, employers, links)
 is a pure function of (seed, number of people), drawn with numpy once and cached. Held-out items (math facts,
 programs, noun pairs) are picked by crc32, never by Python's salted `hash`, and no text comes
 from the standard library, so the corpus is the same on every Python version and process.
@@ -47,7 +47,6 @@ _BIOS_PER_PERSON = 3  # train bios per person; sets the population size
 _MIN_PEOPLE = 100  # enough probe people for 200 bios probes even in tiny corpora
 _QA_VERSION = 1  # a QA person's train bio number 1 is a QA sheet instead of a biography
 _PROBE_TRIES = 20  # draws per wanted probe before giving up on finding distinct ones
-_EIGHT_WORDS = struct.Struct("<8Q")  # one 64-byte blake2b digest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,33 +142,35 @@ def domain_counts(config: CorpusConfig, split: str = "train") -> dict[str, int]:
 # Random draws.
 
 
+@functools.lru_cache(maxsize=None)
+def _words_format(count: int) -> struct.Struct:
+  return struct.Struct(f"<{count}Q")
+
+
 class _Draws:
   """The uniform draws of one document: a pure function of `key`, cheap per draw.
 
-  The 64-bit words are blake2b(key, block number) in counter mode: stable across Python and
-  numpy versions, and ~1 us to start against ~15 us for a numpy Generator per document.
+  The 64-bit words are the SHAKE-128 output stream of the key: stable across Python and numpy
+  versions and machines, and ~2 us per document against ~15 us for a numpy Generator.
   """
-  __slots__ = ("_key", "_block", "_words", "_pos")
+  __slots__ = ("_xof", "_words", "_pos")
 
   def __init__(self, key: Sequence[int]):
-    self._key = ",".join(map(str, key)).encode()
-    self._block = 0
-    self._words = ()
-    self._pos = 8  # empty: the first draw fills
-
-  def _refill(self) -> None:
-    digest = hashlib.blake2b(b"%s#%d" % (self._key, self._block), digest_size=64).digest()
-    self._words = _EIGHT_WORDS.unpack(digest)
-    self._block += 1
+    self._xof = hashlib.shake_128(",".join(map(str, key)).encode())
+    self._words = self._first_words(64)
     self._pos = 0
+
+  def _first_words(self, count: int) -> tuple[int, ...]:
+    # SHAKE output is prefix-stable: a longer read continues the same stream.
+    return _words_format(count).unpack(self._xof.digest(8 * count))
 
   def below(self, n: int) -> int:
     """An int in [0, n) (multiply-shift of a 64-bit word; bias below n / 2**64)."""
-    if self._pos == 8:
-      self._refill()
-    word = self._words[self._pos]
-    self._pos += 1
-    return (word * n) >> 64
+    pos = self._pos
+    if pos == len(self._words):
+      self._words = self._first_words(2 * pos)
+    self._pos = pos + 1
+    return (self._words[pos] * n) >> 64
 
   def between(self, low: int, high: int) -> int:
     """An int in [low, high], both ends included."""
@@ -440,7 +441,7 @@ def _bios_doc(config: CorpusConfig, split: str, index: int, d: _Draws) -> dict:
     text = _qa_text(person, d)
   else:
     text = _bio_text(world, person, version, d)
-  return {"text": text, "person": person.pid,
+  return {"text": text, "person": person.pid, "name": person.name,
           "related_people": [world.people[c].pid for c in person.colleagues],
           "city": person.city, "employer": person.employer}
 
@@ -560,7 +561,8 @@ def _math_probe(config: CorpusConfig, d: _Draws) -> tuple[str, str, list[str]]:
 # No variable name ends another, so a program line never hides inside a longer one.
 _VARS = ("a", "b", "c", "n", "m", "k", "x", "y", "z", "total", "count", "score", "width",
          "height", "speed", "price")
-_FUNCS = ("f", "g", "h", "step", "scale", "shift")
+_FUNCS = ("f", "g", "bump", "step", "scale", "shift")
+_ARGS = ("x", "n", "v")
 _LISTS = ("xs", "nums", "vals", "items")
 _REDUCERS = {"sum": sum, "max": max, "min": min, "len": len}
 
@@ -597,7 +599,7 @@ def _prog_branch(d: _Draws) -> tuple[str, int]:
 
 
 def _prog_function(d: _Draws) -> tuple[str, int]:
-  f, arg = d.choice(_FUNCS), d.choice(("x", "n", "v"))
+  f, arg = d.choice(_FUNCS), d.choice(_ARGS)
   k, x, op = d.between(1, 9), d.between(0, 12), d.choice(tuple(_ARITH))
   return f"def {f}({arg}):\n    return {arg} {op} {k}\nprint({f}({x}))", _ARITH[op](x, k)
 
@@ -835,8 +837,9 @@ _PROBE_MAKERS = {"bios": _bios_probe, "math": _math_probe, "code": _code_probe,
 def document(config: CorpusConfig, split: str, domain: str, index: int) -> dict:
   """Document `index` of `domain` in `split`: {"id", "domain", "text", ...domain fields}.
 
-  bios documents add "person" (id), "related_people" (ids of the colleagues named in the
-  text), "city" (where the person works) and "employer".
+  bios documents add "person" (id), "name", "related_people" (ids of the colleagues named in
+  the text: same employer and city), "city" (where the person works) and "employer". A bios
+  doc is a biography, or for half of the people one QA sheet ("Q: ...\nA: ...") in train.
   """
   _check_name("domain", domain, DOMAINS)
   count = _counts(config, split)[DOMAINS.index(domain)]
