@@ -8,9 +8,10 @@ are known, so a mixture's effect on one capability can be measured with a tiny b
 
 Determinism: a document is a pure function of (config, split, domain, index). Its random draws
 are SHAKE-128 words keyed by (seed, domain, stream, index); the world (people, employers, links)
-is a pure function of (seed, number of people), drawn with numpy once and cached. Held-out items (math facts,
-programs, noun pairs) are picked by crc32, never by Python's salted `hash`, and no text comes
-from the standard library, so the corpus is the same on every Python version and process.
+is a pure function of (seed, number of people), drawn the same way once and cached. Held-out
+items (math facts, programs, noun pairs) are picked by crc32, never by Python's salted `hash`, and
+no text comes from the standard library, so the corpus is the same on every Python and numpy
+version, machine and process.
 
   python -m mixjax.data.synthetic --out /tmp/corpus --docs 20000 --seed 0
 """
@@ -30,7 +31,6 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-import numpy as np
 import tqdm
 
 DOMAINS = ("web", "bios", "math", "code", "prose")
@@ -47,6 +47,7 @@ _BIOS_PER_PERSON = 3  # train bios per person; sets the population size
 _MIN_PEOPLE = 100  # enough probe people for 200 bios probes even in tiny corpora
 _QA_VERSION = 1  # a QA person's train bio number 1 is a QA sheet instead of a biography
 _PROBE_TRIES = 20  # draws per wanted probe before giving up on finding distinct ones
+_BLOCK_FORMAT = struct.Struct("<64Q")  # one block of random words
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +72,7 @@ class CorpusConfig:
 
 
 def _is_count(value) -> bool:
-  """A non-negative integer (numpy ints included, bools not)."""
+  """A non-negative integer (numpy integers included, bools not)."""
   return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
 
 
@@ -115,12 +116,13 @@ def _check_name(kind: str, name: str, valid: Sequence[str]) -> None:
 def _train_counts(config: CorpusConfig) -> tuple[int, ...]:
   """Train docs per domain (DOMAINS order): largest-remainder shares of num_docs."""
   weights = dict(config.domain_weights)
-  w = np.array([weights.get(d, 0.0) for d in DOMAINS])
-  quotas = config.num_docs * w / w.sum()
-  counts = np.floor(quotas).astype(int)
-  by_remainder = np.argsort(-(quotas - counts), kind="stable")
-  counts[by_remainder[:config.num_docs - counts.sum()]] += 1
-  return tuple(counts.tolist())
+  total = sum(weights.values())
+  quotas = [config.num_docs * weights.get(d, 0.0) / total for d in DOMAINS]
+  counts = [math.floor(q) for q in quotas]
+  by_remainder = sorted(range(len(DOMAINS)), key=lambda i: counts[i] - quotas[i])  # stable
+  for i in by_remainder[:config.num_docs - sum(counts)]:
+    counts[i] += 1
+  return tuple(counts)
 
 
 def _counts(config: CorpusConfig, split: str) -> tuple[int, ...]:
@@ -142,35 +144,32 @@ def domain_counts(config: CorpusConfig, split: str = "train") -> dict[str, int]:
 # Random draws.
 
 
-@functools.lru_cache(maxsize=None)
-def _words_format(count: int) -> struct.Struct:
-  return struct.Struct(f"<{count}Q")
-
-
 class _Draws:
-  """The uniform draws of one document: a pure function of `key`, cheap per draw.
+  """The uniform draws of one document (or of the world): a pure function of `key`.
 
-  The 64-bit words are the SHAKE-128 output stream of the key: stable across Python and numpy
-  versions and machines, and ~2 us per document against ~15 us for a numpy Generator.
+  64-bit words from SHAKE-128 of (key, block number), 64 words a block: stable across Python and
+  numpy versions and machines, and ~2 us per document against ~15 us for a numpy Generator.
   """
-  __slots__ = ("_xof", "_words", "_pos")
+  __slots__ = ("_key", "_block", "_words", "_pos")
 
   def __init__(self, key: Sequence[int]):
-    self._xof = hashlib.shake_128(",".join(map(str, key)).encode())
-    self._words = self._first_words(64)
-    self._pos = 0
+    self._key = ",".join(map(str, key)).encode()
+    self._block = 0
+    self._refill()
 
-  def _first_words(self, count: int) -> tuple[int, ...]:
-    # SHAKE output is prefix-stable: a longer read continues the same stream.
-    return _words_format(count).unpack(self._xof.digest(8 * count))
+  def _refill(self) -> None:
+    digest = hashlib.shake_128(b"%s#%d" % (self._key, self._block)).digest(_BLOCK_FORMAT.size)
+    self._words = _BLOCK_FORMAT.unpack(digest)
+    self._block += 1
+    self._pos = 0
 
   def below(self, n: int) -> int:
     """An int in [0, n) (multiply-shift of a 64-bit word; bias below n / 2**64)."""
-    pos = self._pos
-    if pos == len(self._words):
-      self._words = self._first_words(2 * pos)
-    self._pos = pos + 1
-    return (self._words[pos] * n) >> 64
+    if self._pos == len(self._words):
+      self._refill()
+    word = self._words[self._pos]
+    self._pos += 1
+    return (word * n) >> 64
 
   def between(self, low: int, high: int) -> int:
     """An int in [low, high], both ends included."""
@@ -306,25 +305,35 @@ class World:
   bio_order: tuple[int, ...]
 
 
-def _unique_names(rng: np.random.Generator, n: int, parts: Sequence[Sequence[str]]) -> list[str]:
+def _unique_names(d: _Draws, n: int, parts: Sequence[Sequence[str]]) -> list[str]:
   """n distinct concatenations of one string from each of `parts`."""
-  sizes = [len(p) for p in parts]
-  total = math.prod(sizes)
-  if n > total:
-    raise ValueError(f"Asked for {n} names but only {total} exist; lower num_docs.")
-  codes = rng.choice(total, size=n, replace=False)
-  names = np.full(n, "", dtype=object)
-  for part, size in zip(reversed(parts), reversed(sizes)):
-    names = np.array(part, dtype=object)[codes % size] + names
-    codes //= size
-  return names.tolist()
+  total = math.prod(len(p) for p in parts)
+  if n > total // 2:  # rejection sampling below stays fast while half the names are free
+    raise ValueError(f"Asked for {n} distinct names but only {total // 2} can be drawn; lower "
+                     "num_docs or the bios weight.")
+  codes = {}  # an insertion-ordered set
+  while len(codes) < n:
+    codes[d.below(total)] = None
+  return [_decode_name(code, parts) for code in codes]
 
 
-def _colleague_groups(rng: np.random.Generator, n: int) -> list[list[int]]:
+def _decode_name(code: int, parts: Sequence[Sequence[str]]) -> str:
+  """The name numbered `code` in the mixed-radix product of `parts`."""
+  pieces = []
+  for part in reversed(parts):
+    code, i = divmod(code, len(part))
+    pieces.append(part[i])
+  return "".join(reversed(pieces))
+
+
+def _colleague_groups(d: _Draws, n: int) -> list[list[int]]:
   """Partitions people 0..n-1 into employer groups of 2 to 4 (a last single joins its neighbour)."""
-  sizes = rng.integers(2, 5, size=n // 2 + 1)
-  cuts = np.cumsum(sizes)
-  groups = [g.tolist() for g in np.split(rng.permutation(n), cuts[cuts < n])]
+  order = d.shuffled(range(n))
+  groups, start = [], 0
+  while start < n:
+    size = d.between(2, 4)
+    groups.append(order[start:start + size])
+    start += size
   if len(groups[-1]) < 2:
     groups[-2].extend(groups.pop())
   return groups
@@ -333,29 +342,21 @@ def _colleague_groups(rng: np.random.Generator, n: int) -> list[list[int]]:
 @functools.lru_cache(maxsize=4)
 def _world(seed: int, num_people: int) -> World:
   """The population: a pure function of (seed, num_people)."""
-  rng = np.random.default_rng([seed, _WORLD_STREAM, num_people])
-  names = _unique_names(rng, num_people, _PERSON_NAME_PARTS)
-  groups = _colleague_groups(rng, num_people)
-  employers = _unique_names(rng, len(groups), _EMPLOYER_PARTS)
-  employer_city = rng.integers(len(_CITIES), size=len(groups)).tolist()
-  group_of = np.empty(num_people, dtype=int)
-  for g, members in enumerate(groups):
-    group_of[members] = g
-
-  def pick(pool):
-    return [pool[i] for i in rng.integers(len(pool), size=num_people).tolist()]
-
-  pronouns, birth_cities, years = pick(("he", "she")), pick(_CITIES), pick(_BIRTH_YEARS)
-  universities, jobs, hobbies = pick(_UNIVERSITIES), pick(_JOBS), pick(_HOBBIES)
-  qa_in_train = (rng.random(num_people) < 0.5).tolist()
-  people = []
-  for i, g in enumerate(group_of.tolist()):
-    people.append(Person(
-        pid=f"person-{i:06d}", name=names[i], pronoun=pronouns[i], birth_city=birth_cities[i],
-        birth_year=years[i], university=universities[i], job=jobs[i], hobby=hobbies[i],
-        employer=employers[g], city=_CITIES[employer_city[g]],
-        colleagues=tuple(m for m in groups[g] if m != i), qa_in_train=qa_in_train[i]))
-  return World(tuple(people), tuple(employers), tuple(rng.permutation(num_people).tolist()))
+  d = _Draws((seed, _WORLD_STREAM, num_people))
+  names = _unique_names(d, num_people, _PERSON_NAME_PARTS)
+  groups = _colleague_groups(d, num_people)
+  employers = _unique_names(d, len(groups), _EMPLOYER_PARTS)
+  people = [None] * num_people
+  for employer, members in zip(employers, groups):
+    city = d.choice(_CITIES)
+    for i in members:
+      people[i] = Person(
+          pid=f"person-{i:06d}", name=names[i], pronoun=d.choice(("he", "she")),
+          birth_city=d.choice(_CITIES), birth_year=d.choice(_BIRTH_YEARS),
+          university=d.choice(_UNIVERSITIES), job=d.choice(_JOBS), hobby=d.choice(_HOBBIES),
+          employer=employer, city=city, colleagues=tuple(m for m in members if m != i),
+          qa_in_train=d.chance(0.5))
+  return World(tuple(people), tuple(employers), tuple(d.shuffled(range(num_people))))
 
 
 def _config_world(config: CorpusConfig) -> World:
