@@ -5,11 +5,13 @@ draws a denoiser by its rate, is as long as that denoiser's raw length (the last
 may be shorter) and becomes one `{"inputs", "targets"}` example:
 
 * span corruption (R and X denoisers), as T5's `span_corruption`: `round(n * corruption_rate)` noise
-  tokens in `round(noise / mean_span_length)` spans, spans placed uniformly at random with non-noise
+  tokens in about `noise / mean_span_length` spans, spans placed uniformly at random with non-noise
   first; inputs keep the non-noise tokens and put sentinel i where noise span i was, targets are
   sentinel i followed by noise span i, for each span. Sentinels count down from the top of the
   vocabulary (`vocab.sentinel_id`); a chunk that would need more spans than there are sentinels gets
-  `vocab.max_sentinels()` longer spans instead.
+  `vocab.max_sentinels()` longer spans instead. Unlike T5, the span count is rounded at random
+  (up with probability equal to the fraction), so the mean span length is right on average: T5's
+  rounding turns X3's 90 noise tokens of a 512-token example into one span of 90, not 64.
 * prefix LM (the S denoiser): one split point, uniform over the chunk; inputs are the prefix,
   targets the rest.
 
@@ -85,19 +87,21 @@ class Denoiser:
       raise ValueError(f"Denoiser {self.name!r}: mean_span_length must be >= 1, "
                        f"got {self.mean_span_length}.")
 
-  def span_counts(self, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Noise tokens and noise spans in a chunk of n >= 1 tokens (span corruption).
+  def span_counts(self, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noise tokens, expected noise spans and most noise spans in chunks of n >= 1 tokens.
 
-    As T5's `random_spans_noise_mask`: both are rounded (half to even), there is at least one
-    noise and one non-noise token when n >= 2 (a 1-token chunk is all noise), and spans are capped
-    by the non-noise tokens (spans alternate) and by the number of sentinels.
+    As T5's `random_spans_noise_mask`, noise is rounded (half to even) and there is at least one
+    noise and one non-noise token when n >= 2 (a 1-token chunk is all noise). The span count is
+    `clip(floor(expected + uniform), 1, most)`: at least one, at most ceil(expected), the
+    non-noise tokens (spans alternate) and the number of sentinels.
     """
     n = np.asarray(n, np.int64)
     noise = np.clip(np.rint(n * float(self.corruption_rate)).astype(np.int64), 1,
                     np.maximum(n - 1, 1))
-    most_spans = np.minimum(np.maximum(n - noise, 1), vocab.max_sentinels())
-    spans = np.clip(np.rint(noise / float(self.mean_span_length)).astype(np.int64), 1, most_spans)
-    return noise, spans
+    expected = noise / float(self.mean_span_length)
+    most = np.clip(np.ceil(expected).astype(np.int64), 1,
+                   np.minimum(np.maximum(n - noise, 1), vocab.max_sentinels()))
+    return noise, expected, most
 
   def max_lengths(self, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Longest inputs, targets and inputs + targets a chunk of n tokens can give, without extras."""
@@ -105,7 +109,7 @@ class Denoiser:
     if self.prefix_lm:
       # The split point is uniform in [min(1, n - 1), n - 1]: either side may get n - 1 tokens.
       return n - 1, np.maximum(n - 1, 1), n
-    noise, spans = self.span_counts(n)
+    noise, _, spans = self.span_counts(n)
     inputs, targets = n - noise + spans, noise + spans
     return inputs, targets, inputs + targets
 
@@ -176,7 +180,8 @@ class _Tables:
   prefix_lm: np.ndarray  # [D] bool
   mode_id: np.ndarray  # [D] int32
   noise: np.ndarray  # [D, max_raw + 1] int32 (0 for prefix LM)
-  spans: np.ndarray  # [D, max_raw + 1] int32
+  expected_spans: np.ndarray  # [D, max_raw + 1] float64
+  most_spans: np.ndarray  # [D, max_raw + 1] int32
 
   @property
   def shortest_chunk(self) -> int:
@@ -193,7 +198,7 @@ def _tables(denoisers: Sequence[Denoiser], budget: LengthBudget) -> _Tables:
       raise ValueError(f"Denoiser {d.name!r} cannot fit even one token in {budget}; "
                        "use longer sequence lengths.")
   n = np.arange(raw.max() + 1)
-  counts = [(np.zeros_like(n),) * 2 if d.prefix_lm else d.span_counts(np.maximum(n, 1))
+  counts = [(np.zeros_like(n),) * 3 if d.prefix_lm else d.span_counts(np.maximum(n, 1))
             for d in denoisers]
   with np.errstate(divide="ignore"):
     log_rates = np.log(np.array([d.rate for d in denoisers], np.float32))
@@ -203,7 +208,8 @@ def _tables(denoisers: Sequence[Denoiser], budget: LengthBudget) -> _Tables:
       prefix_lm=np.array([d.prefix_lm for d in denoisers]),
       mode_id=np.array([vocab.mode_token_id(d.mode_token) for d in denoisers], np.int32),
       noise=np.stack([c[0] for c in counts]).astype(np.int32),
-      spans=np.stack([c[1] for c in counts]).astype(np.int32))
+      expected_spans=np.stack([c[1] for c in counts]).astype(np.float64),
+      most_spans=np.stack([c[2] for c in counts]).astype(np.int32))
 
 
 def _split_documents(doc_lengths: tf.Tensor, tables: _Tables, seed: tf.Tensor):
@@ -274,13 +280,16 @@ def _span_layout(chunk_lengths, chunk_denoiser, tables: _Tables, seeds):
     non-noise 0, noise 0, non-noise 1, ... chunk after chunk).
   """
   index = chunk_denoiser * tables.noise.shape[1] + chunk_lengths
-  noise = tf.gather(tables.noise.reshape(-1), index)
-  spans = tf.gather(tables.spans.reshape(-1), index)
-  prefix_lm = tf.gather(tables.prefix_lm, chunk_denoiser)
-  lowest = tf.minimum(1, chunk_lengths - 1)
+  by_length = lambda table: tf.gather(table.reshape(-1), index)
   uniform = tf.random.stateless_uniform(tf.shape(chunk_lengths), seeds[0], dtype=tf.float64)
+  spans = tf.clip_by_value(tf.cast(tf.floor(by_length(tables.expected_spans) + uniform), tf.int32),
+                           1, by_length(tables.most_spans))
+  # A prefix-LM chunk has no spans to round: its one uniform draw picks the split point instead,
+  # uniform in [min(1, n - 1), n - 1].
+  lowest = tf.minimum(1, chunk_lengths - 1)
   split = lowest + tf.cast(uniform * tf.cast(chunk_lengths - lowest, tf.float64), tf.int32)
-  noise = tf.where(prefix_lm, chunk_lengths - split, noise)
+  prefix_lm = tf.gather(tables.prefix_lm, chunk_denoiser)
+  noise = tf.where(prefix_lm, chunk_lengths - split, by_length(tables.noise))
   spans = tf.where(prefix_lm, 1, spans)
   pieces = _random_composition(tf.concat([chunk_lengths - noise, noise], 0),
                                tf.concat([spans, spans], 0), seeds[1])
