@@ -12,6 +12,8 @@ import pytest
 from mixjax.data import synthetic
 
 CONFIG = synthetic.CorpusConfig(num_docs=1500, seed=3, num_probes=120)
+# sha256 prefix of a small corpus (see test_golden_digest); the same on Python 3.10-3.13.
+GOLDEN_DIGEST = "4a1d1573ba2d06f7"
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +71,6 @@ def test_golden_digest():
   digest = hashlib.sha256(json.dumps(docs, sort_keys=True).encode()).hexdigest()
   assert digest[:16] == GOLDEN_DIGEST
 
-
-GOLDEN_DIGEST = "b7a9039a94d52bee"
 
 
 def test_counts_match_iteration(train, validation):
@@ -273,6 +273,14 @@ def test_bad_config_errors(kwargs, message):
     synthetic.CorpusConfig(**kwargs)
 
 
+def test_config_accepts_numpy_ints_and_a_weight_mapping():
+  np = pytest.importorskip("numpy")
+  config = synthetic.CorpusConfig(num_docs=np.int64(1500), seed=np.int32(3), num_probes=120,
+                                  domain_weights=dict(synthetic.DEFAULT_WEIGHTS))
+  assert config == CONFIG and hash(config) == hash(CONFIG)
+  assert type(config.num_docs) is int  # so that the manifest serialises
+
+
 def test_bad_access_errors():
   with pytest.raises(IndexError, match="bios/train has 300 documents; index 300"):
     synthetic.document(CONFIG, "train", "bios", 300)
@@ -294,6 +302,7 @@ def test_cli_writes_parseable_jsonl(tmp_path, capsys):
   assert on_disk == manifest
   assert on_disk["config"]["num_docs"] == 300
   assert on_disk["probe_counts"] == {d: 10 for d in synthetic.PROBE_DOMAINS}
+  assert on_disk["probe_chance"] == {"bios": 0.25, "math": 0.25, "code": 0.25, "prose": 0.5}
   config = synthetic.CorpusConfig(num_docs=300, seed=1, num_probes=10)
   for split in synthetic.SPLITS:
     for domain in synthetic.DOMAINS:

@@ -42,7 +42,9 @@ DEFAULT_WEIGHTS = (("web", 0.4), ("bios", 0.2), ("math", 0.15), ("code", 0.15), 
 _STREAMS = {"train": 0, "validation": 1, "probe": 2}
 _WORLD_STREAM = 3
 _MAX_VALIDATION_FRACTION = 0.5
-_MAX_CHARS = 600  # documents stay short so several fit in one 256-1024 byte context
+# Bodies of at most 450 chars keep documents within ~100-600 chars, so several fit in one
+# 256-1024 byte context.
+_MAX_BODY_CHARS = 450
 _BIOS_PER_PERSON = 3  # train bios per person; sets the population size
 _MIN_PEOPLE = 100  # enough probe people for 200 bios probes even in tiny corpora
 _QA_VERSION = 1  # a QA person's train bio number 1 is a QA sheet instead of a biography
@@ -69,6 +71,9 @@ class CorpusConfig:
     pairs = weights.items() if isinstance(weights, Mapping) else weights
     object.__setattr__(self, "domain_weights", tuple((str(d), float(w)) for d, w in pairs))
     _check_config(self)
+    for name in ("num_docs", "seed", "num_probes"):  # numpy ints would not serialise to JSON
+      object.__setattr__(self, name, int(getattr(self, name)))
+    object.__setattr__(self, "validation_fraction", float(self.validation_fraction))
 
 
 def _is_count(value) -> bool:
@@ -215,7 +220,8 @@ def _split_table(seed: int, domain: str, items: Sequence, key: Callable) -> dict
   return {name: tuple(group) for name, group in table.items()}
 
 
-def _fill(d: _Draws, make: Callable[[], str], low: int, high: int) -> list[str]:
+def _fill(d: _Draws, make: Callable[[], str], low: int,
+          high: int = _MAX_BODY_CHARS) -> list[str]:
   """Parts from `make()` until their length reaches a random target in [low, high] chars.
 
   The first part is always kept; later ones only while the total stays within `high`.
@@ -541,7 +547,7 @@ def _math_doc(config: CorpusConfig, split: str, index: int, d: _Draws) -> dict:
   facts = _math_facts(config.seed)[split]
   style = d.choice(_MATH_STYLES)
   lines = [d.choice(_MATH_HEADERS)] if d.chance(0.4) else []
-  lines += _fill(d, lambda: style(facts, d), 100, 450)
+  lines += _fill(d, lambda: style(facts, d), 100)
   return {"text": "\n".join(lines)}
 
 
@@ -626,7 +632,7 @@ def _code_doc(config: CorpusConfig, split: str, index: int, d: _Draws) -> dict:
   def snippet():
     text, value = _program(config.seed, split, d)
     return f"{text}\n# output: {value}"
-  return {"text": "\n\n".join(_fill(d, snippet, 100, 450))}
+  return {"text": "\n\n".join(_fill(d, snippet, 100))}
 
 
 def _code_probe(config: CorpusConfig, d: _Draws) -> tuple[str, str, list[str]]:
@@ -720,7 +726,7 @@ def _prose_doc(config: CorpusConfig, split: str, index: int, d: _Draws) -> dict:
   # The first sentence always uses a noun pair owned by `split`, so splits never share a text.
   pairs = _noun_pairs(config.seed)[split]
   first = _sentence(_attractor_clause(d, pairs)) + "."
-  body = " ".join([first] + _fill(d, lambda: _prose_sentence(d, pairs), 60, 450))
+  body = " ".join([first] + _fill(d, lambda: _prose_sentence(d, pairs), 60))
   return {"text": f"{d.choice(_PROSE_TITLES)}\n{body}" if d.chance(0.3) else body}
 
 
@@ -759,7 +765,8 @@ def _junk_token(d: _Draws) -> str:
 
 
 def _web_headline(config: CorpusConfig, d: _Draws) -> str:
-  return f"Top {d.between(3, 20)} {d.choice(_TOPICS)} in {d.choice(_CITIES)} ({d.between(2005, 2024)})"
+  year = d.between(2005, 2024)
+  return f"Top {d.between(3, 20)} {d.choice(_TOPICS)} in {d.choice(_CITIES)} ({year})"
 
 
 def _web_person(config: CorpusConfig, d: _Draws) -> str:
@@ -821,7 +828,7 @@ def _web_doc(config: CorpusConfig, split: str, index: int, d: _Draws) -> dict:
   lines = [" | ".join(d.sample(_NAV_ITEMS, d.between(3, 6)))] if d.chance(0.7) else []
   if d.chance(0.4):
     lines.append(d.choice(_COOKIE_BANNERS))
-  lines += _fill(d, lambda: d.choice(_WEB_FRAGMENTS)(config, d), 80, 350)
+  lines += _fill(d, lambda: d.choice(_WEB_FRAGMENTS)(config, d), 80, 350)  # + header, footer
   lines.append(_web_footer(world, d))
   return {"text": _typos(d, "\n".join(lines), d.below(4))}
 
@@ -917,7 +924,8 @@ def write_corpus(out_dir: str | pathlib.Path, config: CorpusConfig) -> dict:
   """Writes {train,validation}/<domain>.jsonl, probes/<domain>.jsonl and manifest.json.
 
   Every domain gets a file per split (empty when its weight is 0); probe files are written
-  for PROBE_DOMAINS. Returns the manifest: config, counts per split and probe counts.
+  for PROBE_DOMAINS. Returns the manifest: config, counts per split, probe counts and chance
+  accuracy (1 / number of candidates).
   """
   out = pathlib.Path(out_dir)
   _check_out_dir(out)
@@ -928,13 +936,14 @@ def write_corpus(out_dir: str | pathlib.Path, config: CorpusConfig) -> dict:
       for domain in DOMAINS:
         _write_jsonl(out / split / f"{domain}.jsonl",
                      iter_documents(config, split, domain), progress)
-  probe_counts = {}
+  probe_counts, probe_chance = {}, {}
   for domain in PROBE_DOMAINS:
     records = probes(config, domain)
     probe_counts[domain] = len(records)
+    probe_chance[domain] = 1 / len(records[0]["candidates"]) if records else None
     _write_jsonl(out / "probes" / f"{domain}.jsonl", records)
   manifest = {"config": dataclasses.asdict(config), "counts": counts,
-              "probe_counts": probe_counts}
+              "probe_counts": probe_counts, "probe_chance": probe_chance}
   manifest["config"]["domain_weights"] = dict(config.domain_weights)
   (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
   return manifest
