@@ -196,7 +196,7 @@ def test_custom_scale_and_odd_head_dim():
 
 
 def test_tpu_launch_in_interpret_mode():
-  """The heads-major layout and SMEM tables TPU uses, run by the interpreter."""
+  """The TPU launch (SMEM tables, head_dim padded to 128 lanes), run by the interpreter."""
   rng = np.random.default_rng(8)
   _check(*_shared_qkv(8), *_ranges("packed", rng, 2, 129), F32_TOL, platform="tpu")
 

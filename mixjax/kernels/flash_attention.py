@@ -108,9 +108,7 @@ class _Platform:
     name: the `jax.default_backend()` name it serves.
     block_sizes: defaults, tuned for the backend's flagship chip.
     min_block_q, min_block_k: smallest tiles the backend's matmul unit accepts.
-    pow2_head_dim: whether head_dim must be padded to a power of two.
-    heads_major: store q/k/v as `[B, H, T, D]` (TPU tiles need (positions, head_dim) minor dims);
-      otherwise the kernels read `[B, T, H, D]` in place with strided tiles.
+    pad_head_dim: head_dim -> the padded head_dim the backend's tiles accept.
     table_memory_space: where the int32 block tables live (SMEM on TPU: loop bounds are scalars).
     compiler_params: `(num_warps, num_stages, num_grid_dims) -> compiler params`.
   """
@@ -118,8 +116,7 @@ class _Platform:
   block_sizes: BlockSizes
   min_block_q: int
   min_block_k: int
-  pow2_head_dim: bool
-  heads_major: bool
+  pad_head_dim: Callable[[int], int]
   table_memory_space: Any
   compiler_params: Callable[[int, int, int], Any]
 
@@ -136,13 +133,14 @@ def _mosaic_tpu_params(num_warps, num_stages, num_grid_dims):
 
 
 _GPU = _Platform(
-    name="gpu", block_sizes=BlockSizes(), min_block_q=16, min_block_k=16, pow2_head_dim=True,
-    heads_major=False, table_memory_space=None, compiler_params=_triton_params)
+    name="gpu", block_sizes=BlockSizes(), min_block_q=16, min_block_k=16,
+    pad_head_dim=lambda d: max(16, pl.next_power_of_2(d)), table_memory_space=None,
+    compiler_params=_triton_params)
 _TPU = _Platform(
     name="tpu",
     block_sizes=BlockSizes(block_q=128, block_k=128, block_q_dq=128, block_k_dq=128,
                            block_q_dkv=128, block_k_dkv=128),
-    min_block_q=8, min_block_k=128, pow2_head_dim=False, heads_major=True,
+    min_block_q=8, min_block_k=128, pad_head_dim=lambda d: _round_up(d, 128),
     table_memory_space=pltpu.SMEM, compiler_params=_mosaic_tpu_params)
 # CPU runs the GPU launch in interpret mode, so CI exercises the same grid and block specs.
 _CPU = dataclasses.replace(_GPU, name="cpu")
@@ -341,11 +339,10 @@ def _dq_kernel(table_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, start
 
 
 def _dkv_kernel(key_table_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref,
-                start_ref, end_ref, dk_ref, dv_ref, *, scale, block_q, group, num_k_blocks,
-                heads_major):
+                start_ref, end_ref, dk_ref, dv_ref, *, scale, block_q, group, num_k_blocks):
   """dK, dV for one (batch, kv head, key block), summed over the group's query heads.
 
-  q_ref/do_ref `[T, group, D]` (`[group, T, D]` if heads_major), lse/delta refs `[group, 1, T]`,
+  q_ref/do_ref `[T, group * D]`, lse/delta refs `[group, 1, T]`,
   start/end refs `[1, T]`, k/v/dk/dv refs `[block_k, D]`. Works transposed (keys on rows, queries
   on lanes) so no tile needs a transpose.
   """
@@ -353,15 +350,15 @@ def _dkv_kernel(key_table_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref,
   first, last, full_first, full_last = _read_table(
       key_table_ref, b * num_k_blocks + j, _TABLE_WIDTH)
   k_ND, v_ND = k_ref[...], v_ref[...]
-  block_k = k_ND.shape[0]
+  block_k, head_dim = k_ND.shape
   scale2 = scale * _LOG2_E
   pos_N1 = j * block_k + lax.broadcasted_iota(jnp.int32, (block_k, 1), 0)
 
   def tile(i, carry, masked, g):
     dk_ND, dv_ND = carry
     rows = pl.ds(pl.multiple_of(i * block_q, block_q), block_q)
-    at = (g, rows, slice(None)) if heads_major else (rows, g, slice(None))
-    q_MD, do_MD = q_ref[at], do_ref[at]
+    cols = pl.ds(pl.multiple_of(g * head_dim, head_dim), head_dim)
+    q_MD, do_MD = q_ref[rows, cols], do_ref[rows, cols]
     lse_1M, delta_1M = lse_ref[g, :, rows], delta_ref[g, :, rows]
     pt_NM = jnp.exp2(_dot_nt(k_ND, q_MD) * scale2 - lse_1M)
     if masked:
@@ -383,8 +380,10 @@ def _dkv_kernel(key_table_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref,
 
 
 # ----------------------------------------------------------------------------------------------
-# Launchers. Arrays here are padded (q_len a multiple of every query tile, kv_len of every key tile)
-# and in the platform's storage layout: `[B, T, H, D]`, or `[B, H, T, D]` when heads-major.
+# Launchers. Arrays here are padded: q_len a multiple of every query tile, kv_len of every key tile,
+# head_dim to the platform's multiple. The kernels see `[B, T, H * D]` (a free reshape) tiled in
+# `[rows, D]` column blocks, so one layout serves Triton (strided tiles) and Mosaic TPU (whose tiles
+# need `D % 128 == 0` in the lane dimension) with no transposes.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -395,27 +394,9 @@ class _Config:
   interpret: bool
   num_warps: int
 
-  @property
-  def heads_major(self):
-    return self.platform.heads_major
 
-
-def _dims(x, heads_major):
-  """(batch, length, heads, head_dim) of an array in storage layout."""
-  batch, a, b, head_dim = x.shape
-  return (batch, b, a, head_dim) if heads_major else (batch, a, b, head_dim)
-
-
-def _seq_spec(heads_major, rows, heads, head_dim, index_map):
-  """Tiles of `rows` positions × `heads` heads (None: one head, squeezed) of a storage-layout array.
-
-  `index_map(*grid_ids) -> (batch, row block, head block)`.
-  """
-  if heads_major:
-    return pl.BlockSpec((None, heads, rows, head_dim),
-                        lambda *ids: (lambda b, r, h: (b, h, r, 0))(*index_map(*ids)))
-  return pl.BlockSpec((None, rows, heads, head_dim),
-                      lambda *ids: (lambda b, r, h: (b, r, h, 0))(*index_map(*ids)))
+def _flat(x_BTHD):
+  return x_BTHD.reshape(*x_BTHD.shape[:2], -1)
 
 
 def _table_spec(cfg):
@@ -430,81 +411,83 @@ def _pallas(cfg, kernel, *, grid, in_specs, out_specs, out_shape, name):
       interpret=cfg.interpret, name=name)
 
 
-def _query_grid_specs(cfg, q, k, block_q):
+def _query_grid_specs(q_BTHD, k_BSKD, block_q):
   """Specs shared by the kernels whose grid is (batch, q head, query block)."""
-  _, _, num_heads, head_dim = _dims(q, cfg.heads_major)
-  _, kv_len, num_kv_heads, _ = _dims(k, cfg.heads_major)
+  _, _, num_heads, head_dim = q_BTHD.shape
+  _, kv_len, num_kv_heads, _ = k_BSKD.shape
   group = num_heads // num_kv_heads
-  rows = _seq_spec(cfg.heads_major, block_q, None, head_dim, lambda b, h, i: (b, i, h))
-  keys = _seq_spec(cfg.heads_major, kv_len, None, head_dim,
-                   lambda b, h, i: (b, 0, lax.div(h, group)))  # `//` lowers badly on TPU
+  rows = pl.BlockSpec((None, block_q, head_dim), lambda b, h, i: (b, i, h))
+  # lax.div, not `//`: floor division of signed ints lowers via `sign`, which Mosaic rejects here.
+  keys = pl.BlockSpec((None, kv_len, head_dim), lambda b, h, i: (b, 0, lax.div(h, group)))
   ranges = pl.BlockSpec((None, block_q, 1), lambda b, h, i: (b, i, 0))
   stats = pl.BlockSpec((None, None, block_q, 1), lambda b, h, i: (b, h, i, 0))
   return rows, keys, ranges, stats
 
 
-def _forward(q, k, v, start_BT, end_BT, cfg):
-  """Returns `(out, lse_BHT1)`: out like q; lse in base 2, +inf on empty rows."""
-  batch, q_len, num_heads, _ = _dims(q, cfg.heads_major)
+def _forward(q_BTHD, k_BSKD, v_BSKD, start_BT, end_BT, cfg):
+  """Returns `(out_BTHD, lse_BHT1)`; lse in base 2, +inf on empty rows."""
+  batch, q_len, num_heads, _ = q_BTHD.shape
   block_q, block_k = cfg.block_sizes.block_q, cfg.block_sizes.block_k
   num_q_blocks = q_len // block_q
   table = block_table(start_BT, end_BT, block_q, block_k).reshape(-1)
-  rows, keys, ranges, stats = _query_grid_specs(cfg, q, k, block_q)
+  rows, keys, ranges, stats = _query_grid_specs(q_BTHD, k_BSKD, block_q)
   kernel = functools.partial(_fwd_kernel, scale=cfg.scale, block_k=block_k,
                              num_q_blocks=num_q_blocks)
-  return _pallas(
+  out_BTF, lse_BHT1 = _pallas(
       cfg, kernel, grid=(batch, num_heads, num_q_blocks),
       in_specs=[_table_spec(cfg), rows, keys, keys, ranges, ranges],
       out_specs=[rows, stats],
-      out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype),
+      out_shape=[jax.ShapeDtypeStruct(_flat(q_BTHD).shape, q_BTHD.dtype),
                  jax.ShapeDtypeStruct((batch, num_heads, q_len, 1), jnp.float32)],
       name="flash_attention_fwd",
-  )(table, q, k, v, start_BT[..., None], end_BT[..., None])
+  )(table, _flat(q_BTHD), _flat(k_BSKD), _flat(v_BSKD), start_BT[..., None], end_BT[..., None])
+  return out_BTF.reshape(q_BTHD.shape), lse_BHT1
 
 
-def _backward_dq(q, k, v, do, lse_BHT1, delta_BHT1, start_BT, end_BT, cfg):
-  batch, q_len, num_heads, _ = _dims(q, cfg.heads_major)
+def _backward_dq(q_BTHD, k_BSKD, v_BSKD, do_BTHD, lse_BHT1, delta_BHT1, start_BT, end_BT, cfg):
+  batch, q_len, num_heads, _ = q_BTHD.shape
   block_q, block_k = cfg.block_sizes.block_q_dq, cfg.block_sizes.block_k_dq
   num_q_blocks = q_len // block_q
   table = block_table(start_BT, end_BT, block_q, block_k).reshape(-1)
-  rows, keys, ranges, stats = _query_grid_specs(cfg, q, k, block_q)
+  rows, keys, ranges, stats = _query_grid_specs(q_BTHD, k_BSKD, block_q)
   kernel = functools.partial(_dq_kernel, scale=cfg.scale, block_k=block_k,
                              num_q_blocks=num_q_blocks)
-  return _pallas(
+  dq_BTF = _pallas(
       cfg, kernel, grid=(batch, num_heads, num_q_blocks),
       in_specs=[_table_spec(cfg), rows, keys, keys, rows, stats, stats, ranges, ranges],
       out_specs=rows,
-      out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
+      out_shape=jax.ShapeDtypeStruct(_flat(q_BTHD).shape, q_BTHD.dtype),
       name="flash_attention_dq",
-  )(table, q, k, v, do, lse_BHT1, delta_BHT1, start_BT[..., None], end_BT[..., None])
+  )(table, _flat(q_BTHD), _flat(k_BSKD), _flat(v_BSKD), _flat(do_BTHD), lse_BHT1, delta_BHT1,
+    start_BT[..., None], end_BT[..., None])
+  return dq_BTF.reshape(q_BTHD.shape)
 
 
-def _backward_dkv(q, k, v, do, lse_BHT1, delta_BHT1, start_BT, end_BT, cfg):
-  batch, q_len, num_heads, head_dim = _dims(q, cfg.heads_major)
-  _, kv_len, num_kv_heads, _ = _dims(k, cfg.heads_major)
+def _backward_dkv(q_BTHD, k_BSKD, v_BSKD, do_BTHD, lse_BHT1, delta_BHT1, start_BT, end_BT, cfg):
+  batch, q_len, num_heads, head_dim = q_BTHD.shape
+  _, kv_len, num_kv_heads, _ = k_BSKD.shape
   group = num_heads // num_kv_heads
   block_q, block_k = cfg.block_sizes.block_q_dkv, cfg.block_sizes.block_k_dkv
   num_q_blocks, num_k_blocks = q_len // block_q, kv_len // block_k
   table_BN4 = block_table(start_BT, end_BT, block_q, block_k)
   key_table = _transpose_table(table_BN4, num_k_blocks).reshape(-1)
-  queries = _seq_spec(cfg.heads_major, q_len, group, head_dim, lambda b, h, j: (b, 0, h))
-  keys = _seq_spec(cfg.heads_major, block_k, None, head_dim, lambda b, h, j: (b, j, h))
+  queries = pl.BlockSpec((None, q_len, group * head_dim), lambda b, h, j: (b, 0, h))
+  keys = pl.BlockSpec((None, block_k, head_dim), lambda b, h, j: (b, j, h))
   stats = pl.BlockSpec((None, group, 1, q_len), lambda b, h, j: (b, h, 0, 0))
   ranges = pl.BlockSpec((None, 1, q_len), lambda b, h, j: (b, 0, 0))
   kernel = functools.partial(
-      _dkv_kernel, scale=cfg.scale, block_q=block_q, group=group, num_k_blocks=num_k_blocks,
-      heads_major=cfg.heads_major)
+      _dkv_kernel, scale=cfg.scale, block_q=block_q, group=group, num_k_blocks=num_k_blocks)
   # [B, H, T, 1] and [B, H, 1, T] are the same bytes: this kernel wants query stats along lanes.
   as_row = lambda x: x.reshape(batch, num_heads, 1, q_len)
-  return _pallas(
+  dk_BSF, dv_BSF = _pallas(
       cfg, kernel, grid=(batch, num_kv_heads, num_k_blocks),
-      in_specs=[_table_spec(cfg), queries, keys, keys, queries, stats, stats,
-                ranges, ranges],
+      in_specs=[_table_spec(cfg), queries, keys, keys, queries, stats, stats, ranges, ranges],
       out_specs=[keys, keys],
-      out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+      out_shape=[jax.ShapeDtypeStruct(_flat(k_BSKD).shape, k_BSKD.dtype)] * 2,
       name="flash_attention_dkv",
-  )(key_table, q, k, v, do, as_row(lse_BHT1), as_row(delta_BHT1),
-    start_BT[:, None, :], end_BT[:, None, :])
+  )(key_table, _flat(q_BTHD), _flat(k_BSKD), _flat(v_BSKD), _flat(do_BTHD), as_row(lse_BHT1),
+    as_row(delta_BHT1), start_BT[:, None, :], end_BT[:, None, :])
+  return dk_BSF.reshape(k_BSKD.shape), dv_BSF.reshape(v_BSKD.shape)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
@@ -520,8 +503,8 @@ def _flash_fwd(q, k, v, start_BT, end_BT, cfg):
 def _flash_bwd(cfg, residuals, do):
   q, k, v, start_BT, end_BT, out, lse_BHT1 = residuals
   # delta = rowsum(dO * O): one fused XLA pass, read by both backward kernels.
-  delta = jnp.sum(do.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
-  delta_BHT1 = (delta if cfg.heads_major else jnp.transpose(delta, (0, 2, 1)))[..., None]
+  delta_BTH = jnp.sum(do.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
+  delta_BHT1 = jnp.transpose(delta_BTH, (0, 2, 1))[..., None]
   args = (q, k, v, do, lse_BHT1, delta_BHT1, start_BT, end_BT, cfg)
   dq = _backward_dq(*args)
   dk, dv = _backward_dkv(*args)
@@ -566,7 +549,7 @@ def flash_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, *, scale=None,
       bs, block_q=fit_q(bs.block_q), block_q_dq=fit_q(bs.block_q_dq),
       block_q_dkv=fit_q(bs.block_q_dkv), block_k=fit_k(bs.block_k),
       block_k_dq=fit_k(bs.block_k_dq), block_k_dkv=fit_k(bs.block_k_dkv))
-  padded_dim = pl.next_power_of_2(head_dim) if plat.pow2_head_dim else head_dim
+  padded_dim = plat.pad_head_dim(head_dim)
   cfg = _Config(
       scale=float(head_dim**-0.5 if scale is None else scale), block_sizes=bs, platform=plat,
       interpret=interpret, num_warps=bs.num_warps or (4 if padded_dim <= 64 else 8))
@@ -576,9 +559,6 @@ def flash_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, *, scale=None,
   d_pad = padded_dim - head_dim
   start_BT, end_BT = _clip_ranges(k_start_BT, k_end_BT, kv_len)
   start_BT, end_BT = (jnp.pad(x, ((0, 0), (0, q_pad))) for x in (start_BT, end_BT))
-  to_storage = lambda x: jnp.swapaxes(x, 1, 2) if plat.heads_major else x
-  q = to_storage(jnp.pad(q_BTHD, ((0, 0), (0, q_pad), (0, 0), (0, d_pad))))
-  k, v = (to_storage(jnp.pad(x, ((0, 0), (0, kv_pad), (0, 0), (0, d_pad))))
-          for x in (k_BSKD, v_BSKD))
-  out = to_storage(_flash(q, k, v, start_BT, end_BT, cfg))
-  return out[:, :q_len, :, :head_dim]
+  q = jnp.pad(q_BTHD, ((0, 0), (0, q_pad), (0, 0), (0, d_pad)))
+  k, v = (jnp.pad(x, ((0, 0), (0, kv_pad), (0, 0), (0, d_pad))) for x in (k_BSKD, v_BSKD))
+  return _flash(q, k, v, start_BT, end_BT, cfg)[:, :q_len, :, :head_dim]
