@@ -1,6 +1,8 @@
 """Command-line gin handling shared by the binaries (T5X conventions)."""
 
 import argparse
+import contextlib
+import logging
 import os
 
 import gin
@@ -36,8 +38,27 @@ def parse_and_bind(argv, prog: str):
   for path in search_paths:
     gin.add_config_file_search_path(path)
   files = [_resolve(f, search_paths) for f in args.gin_file]
-  gin.parse_config_files_and_bindings(files, args.gin_bindings + bindings, finalize_config=False)
+  with _quiet_gin_path_probing():
+    gin.parse_config_files_and_bindings(files, args.gin_bindings + bindings,
+                                        finalize_config=False)
   return args
+
+
+class _DropPathNotFound(logging.Filter):
+  def filter(self, record):
+    return not record.getMessage().startswith("Path not found:")
+
+
+@contextlib.contextmanager
+def _quiet_gin_path_probing():
+  """gin logs an ERROR for every search path it tries before finding an include; hide those."""
+  root = logging.getLogger()
+  drop = _DropPathNotFound()
+  root.addFilter(drop)
+  try:
+    yield
+  finally:
+    root.removeFilter(drop)
 
 
 def _resolve(path, search_paths):

@@ -1,8 +1,9 @@
 """Per-domain evaluation: validation loss of each task in the mixture, and probe accuracy.
 
 A probe is a prompt with candidate answers (one right). The model scores each candidate by the
-summed negative log-likelihood of its tokens after the prompt; the probe is answered correctly
-when the right candidate scores best. Chance is 1 / number of candidates.
+mean negative log-likelihood per token of its tokens after the prompt (per-token, so that short
+candidates are not favoured); the probe is answered correctly when the right candidate scores
+best. Chance is 1 / number of candidates.
 """
 
 import dataclasses
@@ -28,7 +29,7 @@ class EvalConfig:
   period: int = 100            # evaluate every N steps (and at the end); 0 = only at the end
   num_batches: int = 4         # validation batches per domain
   batch_size: int = 32         # sequences per eval batch
-  max_probes: int = 200        # per domain
+  max_probes: int = 100        # per domain
 
 
 def _task_names(name: str) -> list[str]:
@@ -38,7 +39,7 @@ def _task_names(name: str) -> list[str]:
   return [provider.name]
 
 
-def probe_batch(probes, pad_to: int = 8) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def probe_batch(probes, pad_to: int = 32) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
   """Token arrays for every (probe, candidate) pair.
 
   Returns (batch, probe_index_N, is_answer_N): batch holds decoder features `[N, L]` with loss
@@ -71,10 +72,13 @@ def probe_batch(probes, pad_to: int = 8) -> tuple[dict[str, np.ndarray], np.ndar
   return batch, np.asarray(probe_index), np.asarray(is_answer)
 
 
-def _pad_rows(batch: dict[str, np.ndarray], multiple: int) -> tuple[dict, int]:
+def _chunks(batch: dict[str, np.ndarray], rows: int):
+  """Splits a batch into `rows`-row pieces, zero-padding the last, so one compiled shape serves."""
   n = next(iter(batch.values())).shape[0]
-  padded = -(-n // multiple) * multiple
-  return {k: np.pad(v, [(0, padded - n)] + [(0, 0)] * (v.ndim - 1)) for k, v in batch.items()}, n
+  for start in range(0, n, rows):
+    piece = {k: v[start:start + rows] for k, v in batch.items()}
+    m = next(iter(piece.values())).shape[0]
+    yield {k: np.pad(v, [(0, rows - m)] + [(0, 0)] * (v.ndim - 1)) for k, v in piece.items()}, m
 
 
 class Evaluator:
@@ -83,7 +87,8 @@ class Evaluator:
   def __init__(self, model: nn.Module, mesh, rules, data_config: pipeline.DataConfig,
                config: EvalConfig):
     self._mesh, self._rules = mesh, rules
-    self._dp = partitioning.data_parallel_size(mesh)
+    dp = partitioning.data_parallel_size(mesh)
+    self._rows = -(-config.batch_size // dp) * dp
     converter = pipeline.get_feature_converter(data_config)
     self.domain_batches = {}
     self.probes = {}
@@ -105,10 +110,14 @@ class Evaluator:
     self._sums = jax.jit(sums)
 
   def _row_sums(self, params, batch):
-    batch, n = _pad_rows(batch, self._dp)
-    with self._mesh, nn.logical_axis_rules(self._rules):
-      loss_N, weight_N = self._sums(params, trainer.global_batch(self._mesh, batch))
-    return np.asarray(loss_N)[:n], np.asarray(weight_N)[:n]
+    """Per-row (summed loss, summed weight) over a batch of any number of rows."""
+    losses, weights = [], []
+    for piece, n in _chunks(batch, self._rows):
+      with self._mesh, nn.logical_axis_rules(self._rules):
+        loss_N, weight_N = self._sums(params, trainer.global_batch(self._mesh, piece))
+      losses.append(np.asarray(loss_N)[:n])
+      weights.append(np.asarray(weight_N)[:n])
+    return np.concatenate(losses), np.concatenate(weights)
 
   def evaluate(self, params) -> dict[str, float]:
     metrics = {}
@@ -119,13 +128,14 @@ class Evaluator:
         loss_sum, weight_sum = loss_sum + loss_N.sum(), weight_sum + weight_N.sum()
       metrics[f"eval/{domain}/loss"] = loss_sum / max(weight_sum, 1.0)
     for domain, (batch, probe_index_N, is_answer_N) in self.probes.items():
-      nll_N, _ = self._row_sums(params, batch)
-      metrics[f"probe/{domain}/accuracy"] = probe_accuracy(nll_N, probe_index_N, is_answer_N)
+      nll_N, num_tokens_N = self._row_sums(params, batch)
+      metrics[f"probe/{domain}/accuracy"] = probe_accuracy(
+          nll_N / num_tokens_N, probe_index_N, is_answer_N)
     return metrics
 
 
 def probe_accuracy(nll_N, probe_index_N, is_answer_N) -> float:
-  """Fraction of probes whose right candidate has the lowest NLL (ties count as wrong)."""
+  """Fraction of probes whose right candidate scores the lowest NLL (ties count as wrong)."""
   correct = []
   for p in np.unique(probe_index_N):
     rows = probe_index_N == p
