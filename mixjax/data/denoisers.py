@@ -215,19 +215,19 @@ def _tables(denoisers: Sequence[Denoiser], budget: LengthBudget) -> _Tables:
 def _split_documents(doc_lengths: tf.Tensor, tables: _Tables, seed: tf.Tensor):
   """Cuts documents into consecutive chunks and routes each chunk to a denoiser.
 
-  Every document gets as many candidate chunks as it could need, each with a denoiser drawn i.i.d.
-  by rate; a candidate is kept if it starts inside its document. So kept chunks are routed i.i.d.
-  too, and they tile each document exactly.
+  Every document gets as many candidate chunks as it could need (one at least), each with a
+  denoiser drawn i.i.d. by rate; a candidate is kept if it starts inside its document. So kept
+  chunks are routed i.i.d. too, they tile each document exactly and empty documents get none.
 
   Args:
-    doc_lengths: [B] int32, all >= 1.
+    doc_lengths: [B] int32 >= 0.
     tables: the mixture's constants.
     seed: [2] stateless seed.
 
   Returns:
     (chunk_lengths [C] int32, chunk_denoiser [C] int32), chunks in document order.
   """
-  most_chunks = (doc_lengths + tables.shortest_chunk - 1) // tables.shortest_chunk
+  most_chunks = tf.maximum((doc_lengths + tables.shortest_chunk - 1) // tables.shortest_chunk, 1)
   candidate_doc = tf.repeat(tf.range(tf.size(doc_lengths)), most_chunks)
   denoiser = tf.cast(tf.random.stateless_categorical(
       tables.log_rates[None], tf.size(candidate_doc), seed)[0], tf.int32)
@@ -376,7 +376,6 @@ def ul2_denoise(dataset: tf.data.Dataset,
     return out
 
   dataset = dataset.map(lambda x: {"targets": x["targets"]}, num_parallel_calls=tf.data.AUTOTUNE)
-  dataset = dataset.filter(lambda x: tf.size(x["targets"]) > 0)
   dataset = denoise(dataset.ragged_batch(documents_per_batch)).unbatch()
   # Unbatched ragged rows are typed as 0-ragged-rank RaggedTensorSpecs; make them plain tensors.
   return dataset.map(lambda x: {k: tf.identity(v) for k, v in x.items()},
