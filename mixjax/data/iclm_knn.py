@@ -78,6 +78,10 @@ def empty_index(spec: IndexSpec, train_ND: np.ndarray, seed: int) -> faiss.Index
   return index
 
 
+def copy(index: faiss.Index) -> faiss.Index:
+  return faiss.clone_index(index)
+
+
 def add(index: faiss.Index, emb_ND: np.ndarray, first_id: int) -> None:
   """Adds rows under global ids `first_id, first_id + 1, ...`."""
   ids = np.arange(first_id, first_id + len(emb_ND), dtype=np.int64)
