@@ -9,18 +9,11 @@ import pytest
 from jax import export
 
 from mixjax.kernels import decode_attention as da
+# The autouse fixture applies here too once imported (interpret mode is compile-bound).
+from tests.test_flash_attention import _assert_close, _unoptimized_compiles  # noqa: F401
 
 # 32-key blocks and at least 16 programs: several splits per sequence even for short caches.
 SMALL = da.DecodeBlockSizes(block_k=32, min_programs=16)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _unoptimized_compiles():
-  """Interpret mode is compile-bound; unoptimised XLA halves that and computes the same numbers."""
-  before = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
 
 
 @functools.partial(jax.jit, static_argnames=("platform", "scale"))
@@ -37,13 +30,6 @@ def _inputs(seed, batch, heads, kv_heads, head_dim, max_len, dtype=jnp.float32):
   return (jax.random.normal(kq, (batch, heads, head_dim), dtype),
           jax.random.normal(kk, (batch, max_len, kv_heads, head_dim), dtype),
           jax.random.normal(kv, (batch, max_len, kv_heads, head_dim), dtype))
-
-
-def _assert_close(x, ref, tol):
-  x, ref = np.asarray(x, np.float32), np.asarray(ref, np.float32)
-  assert np.all(np.isfinite(x))
-  err = np.max(np.abs(x - ref)) / max(1.0, np.max(np.abs(ref)))
-  assert err <= tol, f"relative error {err:.2e} > {tol:.0e}"
 
 
 # Lengths: empty, one key, a split boundary, a block boundary ± 1, and the full cache.

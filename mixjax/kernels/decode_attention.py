@@ -49,10 +49,6 @@ class DecodeBlockSizes:
   num_stages: int = 2
 
 
-def _dot_nt(a_MD, b_ND):
-  return lax.dot_general(a_MD, b_ND, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
-
-
 def _decode_kernel(lengths_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, scale, block_k, split_len):
   """One (sequence, kv head, split): online softmax over the split's live keys.
 
@@ -67,37 +63,25 @@ def _decode_kernel(lengths_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, scale, b
   q_GD = q_ref[...]
   scale2 = scale * _LOG2_E
 
-  def step(j, carry, masked):
-    acc_GD, max_G1, sum_G1 = carry
+  def step(j, state, masked):
     keys = pl.ds(pl.multiple_of(j * block_k, block_k), block_k)
     k_ND, v_ND = k_ref[keys, :], v_ref[keys, :]
-    s_GN = _dot_nt(q_GD, k_ND) * scale2
+    s_GN = flash_attention.dot_nt(q_GD, k_ND) * scale2
     if masked:  # Only the last, partly live block.
       pos_1N = j * block_k + lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
       s_GN = jnp.where(pos_1N < live, s_GN, -jnp.inf)
       # Dead cache slots may hold anything (stale or uninitialised); 0 * NaN would leak through.
       pos_N1 = j * block_k + lax.broadcasted_iota(jnp.int32, (block_k, 1), 0)
       v_ND = jnp.where(pos_N1 < live, v_ND, 0)
-    # Every visited block holds at least one live key, so the running max is finite.
-    new_max_G1 = jnp.maximum(max_G1, jnp.max(s_GN, axis=1, keepdims=True))
-    p_GN = jnp.exp2(s_GN - new_max_G1)
-    alpha_G1 = jnp.exp2(max_G1 - new_max_G1)
-    sum_G1 = alpha_G1 * sum_G1 + jnp.sum(p_GN, axis=1, keepdims=True)
-    acc_GD = alpha_G1 * acc_GD + lax.dot_general(
-        p_GN.astype(v_ND.dtype), v_ND, (((1,), (0,)), ((), ())),
-        preferred_element_type=jnp.float32)
-    return acc_GD, new_max_G1, sum_G1
+    # Every visited block holds a live key, so no row's running max stays -inf.
+    return flash_attention.softmax_update(state, s_GN, v_ND, may_be_empty=False)
 
-  rows = q_GD.shape[0]
-  carry = (jnp.zeros(q_GD.shape, jnp.float32), jnp.full((rows, 1), -jnp.inf, jnp.float32),
-           jnp.zeros((rows, 1), jnp.float32))
-  carry = lax.fori_loop(0, num_full, functools.partial(step, masked=False), carry)
-  acc_GD, max_G1, sum_G1 = lax.fori_loop(
-      num_full, num_blocks, functools.partial(step, masked=True), carry)
-  seen_G1 = sum_G1 > 0
-  safe_sum_G1 = jnp.where(seen_G1, sum_G1, 1.0)
-  o_ref[...] = acc_GD / safe_sum_G1
-  lse_ref[...] = jnp.where(seen_G1, max_G1 + jnp.log2(safe_sum_G1), -jnp.inf)
+  state = flash_attention.softmax_init(*q_GD.shape)
+  state = lax.fori_loop(0, num_full, functools.partial(step, masked=False), state)
+  state = lax.fori_loop(num_full, num_blocks, functools.partial(step, masked=True), state)
+  out_GD, lse_G1, seen_G1 = flash_attention.softmax_finish(state)
+  o_ref[...] = out_GD
+  lse_ref[...] = jnp.where(seen_G1, lse_G1, -jnp.inf)
 
 
 def _largest_pow2_divisor(n, cap):

@@ -247,13 +247,45 @@ def num_visited_blocks(k_start_BT, k_end_BT, block_q, block_k):
 # block specs; tables are flat int32 vectors indexed by (batch, block).
 
 
-def _dot_nt(a_MD, b_ND):
-  """a @ b.T with float32 accumulation: `[M, N]`."""
+def dot_nt(a_MD, b_ND):
+  """a @ b.T with float32 accumulation: `[M, N]` (kernel-side; no transpose is materialised)."""
   return lax.dot_general(a_MD, b_ND, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
 
 
-def _dot_nn(a_MN, b_ND):
+def dot_nn(a_MN, b_ND):
+  """a @ b with float32 accumulation: `[M, D]`."""
   return lax.dot_general(a_MN, b_ND, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def softmax_init(rows, head_dim):
+  """Online-softmax state `(acc_MD, max_M1, sum_M1)` before any key (FlashAttention-2)."""
+  return (jnp.zeros((rows, head_dim), jnp.float32), jnp.full((rows, 1), -jnp.inf, jnp.float32),
+          jnp.zeros((rows, 1), jnp.float32))
+
+
+def softmax_update(state, s_MN, v_ND, *, may_be_empty):
+  """Folds one key block into the state. `s_MN`: base-2 logits, -inf where masked.
+
+  `may_be_empty`: some row may have no unmasked key so far; keeps exp2 away from (-inf) - (-inf).
+  """
+  acc_MD, max_M1, sum_M1 = state
+  new_max_M1 = jnp.maximum(max_M1, jnp.max(s_MN, axis=1, keepdims=True))
+  if may_be_empty:
+    new_max_M1 = jnp.where(new_max_M1 == -jnp.inf, 0.0, new_max_M1)
+  p_MN = jnp.exp2(s_MN - new_max_M1)
+  alpha_M1 = jnp.exp2(max_M1 - new_max_M1)
+  sum_M1 = alpha_M1 * sum_M1 + jnp.sum(p_MN, axis=1, keepdims=True)
+  acc_MD = alpha_M1 * acc_MD + dot_nn(p_MN.astype(v_ND.dtype), v_ND)
+  return acc_MD, new_max_M1, sum_M1
+
+
+def softmax_finish(state):
+  """`(out_MD, lse_M1, seen_M1)`: normalised float32 output (0 on unseen rows), base-2 lse
+  (meaningful where `seen`), and whether the row saw any key."""
+  acc_MD, max_M1, sum_M1 = state
+  seen_M1 = sum_M1 > 0
+  safe_sum_M1 = jnp.where(seen_M1, sum_M1, 1.0)
+  return acc_MD / safe_sum_M1, max_M1 + jnp.log2(safe_sum_M1), seen_M1
 
 
 def _read_table(table_ref, row, width):
@@ -283,34 +315,22 @@ def _fwd_kernel(table_ref, q_ref, k_ref, v_ref, start_ref, end_ref, o_ref, lse_r
   lo, hi, full_lo, full_hi = _read_table(table_ref, b * num_q_blocks + i, _TABLE_WIDTH)
   q_MD = q_ref[...]
   start_M1, end_M1 = start_ref[...], end_ref[...]
-  block_q, head_dim = q_MD.shape
   scale2 = scale * _LOG2_E
 
-  def step(j, carry, masked):
-    acc_MD, max_M1, sum_M1 = carry
+  def step(j, state, masked):
     keys = pl.ds(pl.multiple_of(j * block_k, block_k), block_k)
     k_ND, v_ND = k_ref[keys, :], v_ref[keys, :]
-    s_MN = _dot_nt(q_MD, k_ND) * scale2
+    s_MN = dot_nt(q_MD, k_ND) * scale2
     if masked:
       pos_1N = j * block_k + lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
       s_MN = jnp.where(_range_mask(start_M1, end_M1, pos_1N), s_MN, -jnp.inf)
-    new_max_M1 = jnp.maximum(max_M1, jnp.max(s_MN, axis=1, keepdims=True))
-    if masked:  # A row may have seen no key yet: keep exp2 away from (-inf) - (-inf).
-      new_max_M1 = jnp.where(new_max_M1 == -jnp.inf, 0.0, new_max_M1)
-    p_MN = jnp.exp2(s_MN - new_max_M1)
-    alpha_M1 = jnp.exp2(max_M1 - new_max_M1)
-    sum_M1 = alpha_M1 * sum_M1 + jnp.sum(p_MN, axis=1, keepdims=True)
-    acc_MD = alpha_M1 * acc_MD + _dot_nn(p_MN.astype(v_ND.dtype), v_ND)
-    return acc_MD, new_max_M1, sum_M1
+    return softmax_update(state, s_MN, v_ND, may_be_empty=masked)
 
-  carry = (jnp.zeros((block_q, head_dim), jnp.float32),
-           jnp.full((block_q, 1), -jnp.inf, jnp.float32),
-           jnp.zeros((block_q, 1), jnp.float32))
-  acc_MD, max_M1, sum_M1 = _three_phase_loop(lo, hi, full_lo, full_hi, step, carry)
-  seen_M1 = sum_M1 > 0
-  o_ref[...] = (acc_MD / jnp.where(seen_M1, sum_M1, 1.0)).astype(o_ref.dtype)
+  state = _three_phase_loop(lo, hi, full_lo, full_hi, step, softmax_init(*q_MD.shape))
+  out_MD, lse_M1, seen_M1 = softmax_finish(state)
+  o_ref[...] = out_MD.astype(o_ref.dtype)
   # +inf for empty rows makes exp2(s - lse) vanish in the backward pass.
-  lse_ref[...] = jnp.where(seen_M1, max_M1 + jnp.log2(jnp.where(seen_M1, sum_M1, 1.0)), jnp.inf)
+  lse_ref[...] = jnp.where(seen_M1, lse_M1, jnp.inf)
 
 
 def _dq_kernel(table_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, start_ref, end_ref,
@@ -326,12 +346,12 @@ def _dq_kernel(table_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, start
   def step(j, dq_MD, masked):
     keys = pl.ds(pl.multiple_of(j * block_k, block_k), block_k)
     k_ND, v_ND = k_ref[keys, :], v_ref[keys, :]
-    p_MN = jnp.exp2(_dot_nt(q_MD, k_ND) * scale2 - lse_M1)
+    p_MN = jnp.exp2(dot_nt(q_MD, k_ND) * scale2 - lse_M1)
     if masked:
       pos_1N = j * block_k + lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
       p_MN = jnp.where(_range_mask(start_M1, end_M1, pos_1N), p_MN, 0.0)
-    ds_MN = p_MN * (_dot_nt(do_MD, v_ND) - delta_M1)
-    return dq_MD + _dot_nn(ds_MN.astype(k_ND.dtype), k_ND)
+    ds_MN = p_MN * (dot_nt(do_MD, v_ND) - delta_M1)
+    return dq_MD + dot_nn(ds_MN.astype(k_ND.dtype), k_ND)
 
   dq_MD = _three_phase_loop(lo, hi, full_lo, full_hi, step,
                             jnp.zeros(q_MD.shape, jnp.float32))
@@ -360,13 +380,13 @@ def _dkv_kernel(key_table_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref,
     cols = pl.ds(pl.multiple_of(g * head_dim, head_dim), head_dim)
     q_MD, do_MD = q_ref[rows, cols], do_ref[rows, cols]
     lse_1M, delta_1M = lse_ref[g, :, rows], delta_ref[g, :, rows]
-    pt_NM = jnp.exp2(_dot_nt(k_ND, q_MD) * scale2 - lse_1M)
+    pt_NM = jnp.exp2(dot_nt(k_ND, q_MD) * scale2 - lse_1M)
     if masked:
       start_1M, end_1M = start_ref[:, rows], end_ref[:, rows]
       pt_NM = jnp.where(_range_mask(start_1M, end_1M, pos_N1), pt_NM, 0.0)
-    dv_ND = dv_ND + _dot_nn(pt_NM.astype(do_MD.dtype), do_MD)
-    dst_NM = pt_NM * (_dot_nt(v_ND, do_MD) - delta_1M)
-    dk_ND = dk_ND + _dot_nn(dst_NM.astype(q_MD.dtype), q_MD)
+    dv_ND = dv_ND + dot_nn(pt_NM.astype(do_MD.dtype), do_MD)
+    dst_NM = pt_NM * (dot_nt(v_ND, do_MD) - delta_1M)
+    dk_ND = dk_ND + dot_nn(dst_NM.astype(q_MD.dtype), q_MD)
     return dk_ND, dv_ND
 
   def head(g, carry):
