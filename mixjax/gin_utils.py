@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 
@@ -73,3 +74,33 @@ def _resolve(path, search_paths):
     if candidate and os.path.exists(candidate):
       return candidate
   raise SystemExit(f"error: gin file {path!r} not found in {search_paths}.")
+
+
+# Run-level macros (T5X names) behind each required field, for error messages.
+MACRO_OF_FIELD = {
+    "RunConfig.model_dir": "MODEL_DIR",
+    "RunConfig.train_steps": "TRAIN_STEPS",
+    "DataConfig.mixture_or_task_name": "MIXTURE_OR_TASK_NAME",
+    "DataConfig.task_feature_lengths": "TASK_FEATURE_LENGTHS",
+    "DataConfig.batch_size": "BATCH_SIZE",
+}
+
+
+class MissingGinValueError(ValueError):
+  """A field marked %gin.REQUIRED was never given a value."""
+
+
+def check_required(*configs):
+  """Raises naming every dataclass field still holding `gin.REQUIRED`, and how to set it."""
+  missing = []
+  for config in configs:
+    for field in dataclasses.fields(config):
+      if getattr(config, field.name) is gin.REQUIRED:
+        missing.append(f"{type(config).__name__}.{field.name}")
+  if missing:
+    hints = [f"--gin.{MACRO_OF_FIELD[m]}=..." if m in MACRO_OF_FIELD else f"--gin.{m}=..."
+             for m in missing]
+    raise MissingGinValueError(
+        f"Required gin values not set: {', '.join(missing)}. Set them in a gin file or on the "
+        f"command line ({' '.join(hints)}; strings need inner quotes, e.g. "
+        f"--gin.MODEL_DIR=\"'/tmp/run'\").")

@@ -15,6 +15,7 @@ import jax
 import seqio
 from tqdm import tqdm
 
+from mixjax import gin_utils
 from mixjax.data import pipeline
 from mixjax.models import transformer
 from mixjax.training import checkpoints
@@ -67,6 +68,7 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
   data, model = data or pipeline.DataConfig(), model or transformer.TransformerConfig()
   optimizer, mesh = optimizer or optim.OptimizerConfig(), mesh or partitioning.MeshConfig()
   checkpoint, eval_config = checkpoint or checkpoints.CheckpointConfig(), eval_config or evaluation.EvalConfig()
+  gin_utils.check_required(run, data)
   os.makedirs(run.model_dir, exist_ok=True)
 
   device_mesh = partitioning.make_mesh(mesh)
