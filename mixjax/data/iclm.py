@@ -277,10 +277,21 @@ def _embed_shard_files(wd: Workdir) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Docs:
-  """The kept documents, numbered 0..N-1 in input order."""
+  """The kept documents, numbered 0..N-1 in input order.
+
+  Embed shard `s` holds `rows_S[s]` embedded rows (one per good line), of which those with
+  `keep_E` (no repeated id) are documents; the knn stage uses the same shards.
+  """
   line_N: np.ndarray    # global input line of each document
   nbytes_N: np.ndarray  # UTF-8 bytes of its text
   keep_E: np.ndarray    # over every embedded row (all embed shards, in order): kept?
+  rows_S: np.ndarray    # embedded rows per embed shard
+
+  def shard(self, shard: int) -> tuple[int, np.ndarray]:
+    """`(first document, keep mask over the shard's rows)` of embed shard `shard`."""
+    row_start = int(self.rows_S[:shard].sum())
+    keep = self.keep_E[row_start:row_start + int(self.rows_S[shard])]
+    return int(self.keep_E[:row_start].sum()), keep
 
 
 def _duplicate_ids(id_E: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -314,7 +325,8 @@ def collect_docs(wd: Workdir, index: iclm_io.LineIndex) -> Docs:
   skipped = [(int(l), str(r)) for l, r in zip(cat("bad_line_B"), cat("bad_reason_B"))]
   skipped += [(int(line_E[b]), f"duplicate id {id_E[b]}") for _, b in pairs]
   _write_skipped(wd, index, skipped)
-  docs = Docs(line_N=line_E[~dup_E], nbytes_N=nbytes_E[~dup_E], keep_E=~dup_E)
+  docs = Docs(line_N=line_E[~dup_E], nbytes_N=nbytes_E[~dup_E], keep_E=~dup_E,
+              rows_S=np.array([len(s["line_N"]) for s in shards], np.int64))
   iclm_io.save_npz(path, **dataclasses.asdict(docs))
   iclm_io.mark_done(wd.stage("docs"), {"documents": int(len(docs.line_N))})
   return docs
@@ -335,63 +347,83 @@ def _write_skipped(wd: Workdir, index: iclm_io.LineIndex, skipped: list[tuple[in
       "examples": [f"{index.where(line)}: {reason}" for line, reason in skipped[:_MAX_EXAMPLES]]})
 
 
+def shard_embeddings(wd: Workdir, docs: Docs, shard: int) -> tuple[int, np.ndarray]:
+  """`(first document, float32 [n, D] embeddings)` of the documents in embed shard `shard`."""
+  first, keep = docs.shard(shard)
+  path = iclm_io.shard_path(wd.stage("embed"), shard, len(docs.rows_S))
+  return first, iclm_io.load_npz(path)["emb_ND"][keep].astype(np.float32)
+
+
 def load_embeddings(wd: Workdir, docs: Docs) -> np.ndarray:
-  """float32 `[N, D]` embeddings of the kept documents."""
-  parts = [iclm_io.load_npz(p)["emb_ND"] for p in _embed_shard_files(wd)]
-  return np.concatenate(parts)[docs.keep_E].astype(np.float32)
+  """float32 `[N, D]` embeddings of all documents."""
+  return np.concatenate([shard_embeddings(wd, docs, s)[1] for s in range(len(docs.rows_S))])
 
 
 # ---------------------------------------------------------------- index, knn
 
 
-def _index_spec(wd: Workdir, num_docs: int) -> iclm_knn.IndexSpec:
-  return wd.config.index.resolve(num_docs)
+def index_spec(wd: Workdir, docs: Docs) -> iclm_knn.IndexSpec:
+  return wd.config.index.resolve(len(docs.line_N))
 
 
-def _train_sample(spec: iclm_knn.IndexSpec, emb_ND: np.ndarray, seed: int) -> np.ndarray:
-  size = min(len(emb_ND), spec.train_size())
-  rows = np.sort(np.random.default_rng(seed).choice(len(emb_ND), size, replace=False))
-  return emb_ND[rows] if size else emb_ND[:1]
+def train_index(wd: Workdir, docs: Docs):
+  """An empty index trained on a seeded sample of documents from every shard."""
+  iclm_knn.set_threads(wd.config.threads)
+  spec = index_spec(wd, docs)
+  num_docs = len(docs.line_N)
+  sample = np.sort(np.random.default_rng(wd.config.seed).choice(
+      num_docs, min(num_docs, max(1, spec.train_size())), replace=False))
+  parts = []
+  for shard in range(len(docs.rows_S)):
+    first, emb_ND = shard_embeddings(wd, docs, shard)
+    rows = sample[(sample >= first) & (sample < first + len(emb_ND))] - first
+    parts.append(emb_ND[rows])
+  return iclm_knn.empty_index(spec, np.concatenate(parts), wd.config.seed)
 
 
-def _index_path(wd: Workdir) -> str:
-  return os.path.join(wd.stage("index"), "index.faiss")
+def add_shard(wd: Workdir, docs: Docs, index, shard: int) -> None:
+  first, emb_ND = shard_embeddings(wd, docs, shard)
+  iclm_knn.add(index, emb_ND, first)
 
 
-def build_index(wd: Workdir, emb_ND: np.ndarray) -> None:
+def index_path(wd: Workdir, name: str = "index") -> str:
+  return os.path.join(wd.stage("index"), f"{name}.faiss")
+
+
+def save_index(index, path: str) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  iclm_knn.write_index(index, tmp)
+  os.replace(tmp, path)
+
+
+def build_index(wd: Workdir, docs: Docs) -> None:
   if wd.done("index"):
     return
-  iclm_knn.set_threads(wd.config.threads)
-  spec = _index_spec(wd, len(emb_ND))
-  index = iclm_knn.empty_index(spec, _train_sample(spec, emb_ND, wd.config.seed), wd.config.seed)
-  bounds = iclm_io.shard_bounds(len(emb_ND), wd.config.shard_lines)
-  with wd.bar("index", len(emb_ND)) as bar:
-    for s, e in bounds:
-      iclm_knn.add(index, emb_ND[s:e], s)
-      bar.update(e - s)
-  tmp = _index_path(wd) + ".tmp"
-  iclm_knn.write_index(index, tmp)
-  os.replace(tmp, _index_path(wd))
-  iclm_io.mark_done(wd.stage("index"), dataclasses.asdict(spec))
+  index = train_index(wd, docs)
+  with wd.bar("index", len(docs.line_N)) as bar:
+    for shard in range(len(docs.rows_S)):
+      add_shard(wd, docs, index, shard)
+      bar.update(int(docs.shard(shard)[1].sum()))
+  save_index(index, index_path(wd))
+  iclm_io.mark_done(wd.stage("index"), dataclasses.asdict(index_spec(wd, docs)))
 
 
-def search_shard(wd: Workdir, index, emb_ND: np.ndarray, shard: int) -> None:
-  bounds = iclm_io.shard_bounds(len(emb_ND), wd.config.shard_lines)
-  s, e = bounds[shard]
-  nbr_QK, sim_QK = iclm_knn.search(index, emb_ND[s:e], np.arange(s, e), wd.config.k)
-  iclm_io.save_npz(iclm_io.shard_path(wd.stage("knn"), shard, len(bounds)),
+def search_shard(wd: Workdir, docs: Docs, index, shard: int) -> None:
+  first, emb_ND = shard_embeddings(wd, docs, shard)
+  nbr_QK, sim_QK = iclm_knn.search(index, emb_ND, np.arange(first, first + len(emb_ND)),
+                                   wd.config.k)
+  iclm_io.save_npz(iclm_io.shard_path(wd.stage("knn"), shard, len(docs.rows_S)),
                    nbr_NK=nbr_QK, sim_NK=sim_QK)
 
 
-def knn(wd: Workdir, emb_ND: np.ndarray, worker: Worker = Worker()) -> None:
+def knn(wd: Workdir, docs: Docs, worker: Worker = Worker()) -> None:
   if wd.done("knn"):
     return
   iclm_knn.set_threads(wd.config.threads)
-  index = iclm_knn.read_index(_index_path(wd), _index_spec(wd, len(emb_ND)))
-  bounds = iclm_io.shard_bounds(len(emb_ND), wd.config.shard_lines)
-  _run_sharded(wd, "knn", worker, lambda s: search_shard(wd, index, emb_ND, s),
-               lambda s: iclm_io.shard_path(wd.stage("knn"), s, len(bounds)),
-               [e - s for s, e in bounds])
+  index = iclm_knn.read_index(index_path(wd), index_spec(wd, docs))
+  _run_sharded(wd, "knn", worker, lambda s: search_shard(wd, docs, index, s),
+               lambda s: iclm_io.shard_path(wd.stage("knn"), s, len(docs.rows_S)),
+               [int(docs.shard(s)[1].sum()) for s in range(len(docs.rows_S))])
 
 
 def load_neighbours(wd: Workdir) -> tuple[np.ndarray, np.ndarray]:
@@ -439,10 +471,11 @@ def order_documents(config: IclmConfig, emb_ND: np.ndarray, nbytes_N: np.ndarray
   return order, stats
 
 
-def order(wd: Workdir, emb_ND: np.ndarray, docs: Docs) -> Order:
+def order(wd: Workdir, docs: Docs) -> Order:
   path = os.path.join(wd.stage("order"), "order.npz")
   if wd.done("order"):
     return Order(**iclm_io.load_npz(path))
+  emb_ND = load_embeddings(wd, docs)
   nbr_NK, sim_NK = load_neighbours(wd)
   with wd.bar("order", len(emb_ND)) as bar:
     result, stats = order_documents(wd.config, emb_ND, docs.nbytes_N, nbr_NK, sim_NK, bar.update)
@@ -535,13 +568,11 @@ def run(config: IclmConfig, until: str = "write", worker: Worker = Worker(),
   if "docs" not in wanted:
     return None
   docs = collect_docs(wd, index)
-  # Only the stages before `write` read embeddings; a resumed write skips loading them.
-  emb_ND = None if wd.done("order") else load_embeddings(wd, docs)
   if "index" in wanted:
-    build_index(wd, emb_ND)
+    build_index(wd, docs)
   if "knn" in wanted:
-    knn(wd, emb_ND, worker)
+    knn(wd, docs, worker)
   if "order" not in wanted:
     return None
-  result = order(wd, emb_ND, docs)
+  result = order(wd, docs)
   return write(wd, index, docs, result, worker) if "write" in wanted else None
