@@ -38,18 +38,26 @@ def split_to_length(dataset: tf.data.Dataset, sequence_length: Mapping[str, int]
   return dataset.flat_map(pieces)
 
 
-def _lm_preprocessors(text_key: str) -> list:
+def tokenize_preprocessors(text_key: str) -> list:
+  """Text field -> tokenized `targets` (shared by every objective)."""
   return [
       functools.partial(seqio.preprocessors.rekey, key_map={"targets": text_key}),
       seqio.preprocessors.tokenize,
+  ]
+
+
+def _lm_preprocessors(text_key: str) -> list:
+  return tokenize_preprocessors(text_key) + [
       seqio.preprocessors.append_eos,  # EOS ends the document, not each piece
       split_to_length,
   ]
 
 
-# Evaluation metadata per task name: the domain it reports under, and its probe set (if any).
+# Metadata per task name: the domain it reports under, its probe set (if any), and its text
+# source (so objectives such as UL2 can derive variants of any LM task).
 TASK_DOMAINS: dict[str, str] = {}
 TASK_PROBES: dict[str, Callable[[], Sequence[dict]]] = {}
+TASK_TEXT_SOURCES: dict[str, tuple[seqio.DataSource, str]] = {}
 
 
 def domain_of(task_name: str) -> str:
@@ -66,6 +74,7 @@ def register_lm_task(name: str, source: seqio.DataSource, text_key: str = "text"
   """
   seqio.TaskRegistry.remove(name)
   TASK_DOMAINS[name] = domain or name
+  TASK_TEXT_SOURCES[name] = (source, text_key)
   if probes_fn is not None:
     TASK_PROBES[name] = probes_fn
   return seqio.TaskRegistry.add(

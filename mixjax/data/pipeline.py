@@ -7,7 +7,7 @@ exactly the batches an uninterrupted run would.
 """
 
 import dataclasses
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import gin
 import numpy as np
@@ -29,6 +29,13 @@ class DataConfig:
   batch_size: int = gin.REQUIRED   # global batch, in packed sequences
   feature_converter: str = "lm"    # lm | prefix_lm | enc_dec
   pack: bool = True
+  objective: str = "lm"            # lm | ul2 (UL2 variants of the tasks, see ul2_tasks.py)
+  # A mixtures.Schedule (gin: MIXTURE_SCHEDULE) of the mixture's domain rates over training,
+  # read by scheduled_pipeline; None: the SeqIO mixture's static rates, read by BatchIterator.
+  schedule: Any = None
+
+
+OBJECTIVES = ("lm", "ul2")
 
 
 def get_feature_converter(config: DataConfig) -> seqio.FeatureConverter:
@@ -37,7 +44,35 @@ def get_feature_converter(config: DataConfig) -> seqio.FeatureConverter:
   except KeyError:
     raise ValueError(f"Unknown feature_converter {config.feature_converter!r}; valid: "
                      f"{sorted(FEATURE_CONVERTERS)}.") from None
+  if cls is seqio.PrefixLMFeatureConverter:
+    # Inputs and targets share the summed row length; the denoisers budget the sum.
+    return cls(pack=config.pack, apply_length_check=False)
   return cls(pack=config.pack)
+
+
+def resolve_task_name(config: DataConfig, name: str | None = None) -> str:
+  """The SeqIO task/mixture that serves `name` (default: the config's) under the objective."""
+  name = name or config.mixture_or_task_name
+  get_provider(name)  # early, clear error for unknown names
+  if config.objective == "lm":
+    return name
+  if config.objective == "ul2":
+    from mixjax.data import ul2_tasks  # local: only UL2 runs pay for the denoisers' import
+    layout = "prefix_lm" if config.feature_converter == "prefix_lm" else "enc_dec"
+    return ul2_tasks.ul2_variant(name, layout)
+  raise ValueError(f"Unknown objective {config.objective!r}; valid: {', '.join(OBJECTIVES)}.")
+
+
+def get_dataset(config: DataConfig, task_name: str, split: str, shuffle: bool,
+                num_epochs: int | None, seed: int | None = None,
+                shard_info: seqio.ShardInfo | None = None) -> tf.data.Dataset:
+  """`seqio.get_dataset` with the config's converter; the one place the pipeline calls SeqIO."""
+  return seqio.get_dataset(
+      resolve_task_name(config, task_name),
+      task_feature_lengths=dict(config.task_feature_lengths),
+      feature_converter=get_feature_converter(config), dataset_split=split, shuffle=shuffle,
+      num_epochs=num_epochs, shard_info=shard_info, seed=seed, verbose=False,
+      trim_output_features=config.feature_converter != "prefix_lm")
 
 
 def get_provider(name: str) -> seqio.DatasetProviderBase:
@@ -51,7 +86,7 @@ def get_provider(name: str) -> seqio.DatasetProviderBase:
                      f"{', '.join(mixjax_known)}. Did you `import mixjax_tasks`?") from None
 
 
-def _tf_options(ds: tf.data.Dataset) -> tf.data.Dataset:
+def tf_options(ds: tf.data.Dataset) -> tf.data.Dataset:
   options = tf.data.Options()
   options.deterministic = True
   options.threading.private_threadpool_size = 2
@@ -73,20 +108,19 @@ class BatchIterator(Iterator[dict]):
     self._iterator = self._build(batches_consumed)
 
   def _build(self, skip: int):
-    get_provider(self._config.mixture_or_task_name)  # early, clear error for unknown names
-    ds = seqio.get_dataset(
-        self._config.mixture_or_task_name,
-        task_feature_lengths=dict(self._config.task_feature_lengths),
-        feature_converter=get_feature_converter(self._config),
-        dataset_split="train", shuffle=True, num_epochs=None,
-        shard_info=self._shard_info, seed=self._seed, verbose=False)
-    ds = _tf_options(ds.batch(self._host_batch_size, drop_remainder=True))
+    ds = get_dataset(self._config, self._config.mixture_or_task_name, "train", shuffle=True,
+                     num_epochs=None, seed=self._seed, shard_info=self._shard_info)
+    ds = tf_options(ds.batch(self._host_batch_size, drop_remainder=True))
     return ds.skip(skip).prefetch(2).as_numpy_iterator()
 
   def __next__(self) -> dict[str, np.ndarray]:
     batch = next(self._iterator)
     self._batches_consumed += 1
     return batch
+
+  def step_metrics(self, step: int) -> dict[str, float]:
+    del step  # SeqIO samples the static mixture; it keeps no per-domain accounting
+    return {}
 
   def state(self) -> dict:
     return {"batches_consumed": self._batches_consumed, "seed": self._seed,
@@ -98,12 +132,9 @@ class BatchIterator(Iterator[dict]):
                batches_consumed=state["batches_consumed"])
 
 
-def eval_batches(task_name: str, task_feature_lengths: Mapping[str, int], batch_size: int,
-                 num_batches: int, feature_converter: seqio.FeatureConverter,
+def eval_batches(config: DataConfig, task_name: str, batch_size: int, num_batches: int,
                  split: str = "validation") -> list[dict[str, np.ndarray]]:
   """The first `num_batches` packed validation batches of a task (fixed, unshuffled)."""
-  ds = seqio.get_dataset(task_name, task_feature_lengths=dict(task_feature_lengths),
-                         feature_converter=feature_converter, dataset_split=split,
-                         shuffle=False, num_epochs=1, verbose=False)
-  ds = _tf_options(ds.batch(batch_size, drop_remainder=False)).take(num_batches)
+  ds = get_dataset(config, task_name, split, shuffle=False, num_epochs=1)
+  ds = tf_options(ds.batch(batch_size, drop_remainder=False)).take(num_batches)
   return list(ds.as_numpy_iterator())

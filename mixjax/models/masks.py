@@ -60,3 +60,17 @@ def bidirectional_ranges(segment_ids_BT):
   k_start_BT = _segment_starts(segment_ids_BT)
   k_end_BT = jnp.where(segment_ids_BT > 0, _segment_ends(segment_ids_BT), k_start_BT)
   return k_start_BT, k_end_BT
+
+
+def cross_ranges(decoder_segment_ids_BT, encoder_segment_ids_BS):
+  """Encoder-decoder attention: each decoder row sees the encoder positions of its own segment.
+
+  Packed encoder segments are contiguous and ascending (padding, id 0, at the end).
+  """
+  pad_id = jnp.iinfo(jnp.int32).max
+  enc_sorted_BS = jnp.where(encoder_segment_ids_BS > 0, encoder_segment_ids_BS, pad_id)
+  search = jax.vmap(jnp.searchsorted, in_axes=(0, 0, None))
+  k_start_BT = search(enc_sorted_BS, decoder_segment_ids_BT, "left").astype(jnp.int32)
+  k_end_BT = search(enc_sorted_BS, decoder_segment_ids_BT, "right").astype(jnp.int32)
+  k_end_BT = jnp.where(decoder_segment_ids_BT > 0, k_end_BT, k_start_BT)
+  return k_start_BT, k_end_BT

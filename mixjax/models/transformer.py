@@ -36,15 +36,21 @@ class TransformerConfig:
   dtype: str = "float32"
   attention_impl: str = "xla"
   remat: bool = False
+  architecture: str = "decoder"   # decoder | encoder_decoder (num_layers each side)
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}.")
     if self.head_dim % 2:
       raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings.")
+    if self.architecture not in ARCHITECTURES:
+      raise ValueError(f"Unknown architecture {self.architecture!r}; valid: {ARCHITECTURES}.")
     if self.attention_impl not in attention_lib.ATTENTION_IMPLS:
       raise ValueError(f"Unknown attention_impl {self.attention_impl!r}; valid: "
                        f"{sorted(attention_lib.ATTENTION_IMPLS)}.")
+
+
+ARCHITECTURES = ("decoder", "encoder_decoder")
 
 
 def _dense_init(*names):
@@ -79,21 +85,24 @@ def apply_rotary(x_BTHD, positions_BT, max_wavelength):
 
 
 class Attention(nn.Module):
+  """Self-attention (rotary at `positions_BT`), or cross-attention when `kv_BSD` is given."""
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x_BTD, positions_BT, k_start_BT, k_end_BT):
+  def __call__(self, x_BTD, positions_BT, k_start_BT, k_end_BT, kv_BSD=None):
     cfg = self.config
     dense = lambda name, heads, axis: nn.DenseGeneral(  # noqa: E731
         (heads, cfg.head_dim), use_bias=False, dtype=cfg.dtype, name=name,
         kernel_init=_dense_init("embed", axis, "head_dim"))
+    source_BSD = x_BTD if kv_BSD is None else kv_BSD
     q_BTHD = dense("query", cfg.num_heads, "heads")(x_BTD)
-    k_BTKD = dense("key", cfg.num_kv_heads, "kv_heads")(x_BTD)
-    v_BTKD = dense("value", cfg.num_kv_heads, "kv_heads")(x_BTD)
-    q_BTHD = apply_rotary(q_BTHD, positions_BT, cfg.rope_max_wavelength)
-    k_BTKD = apply_rotary(k_BTKD, positions_BT, cfg.rope_max_wavelength)
+    k_BSKD = dense("key", cfg.num_kv_heads, "kv_heads")(source_BSD)
+    v_BSKD = dense("value", cfg.num_kv_heads, "kv_heads")(source_BSD)
+    if kv_BSD is None:
+      q_BTHD = apply_rotary(q_BTHD, positions_BT, cfg.rope_max_wavelength)
+      k_BSKD = apply_rotary(k_BSKD, positions_BT, cfg.rope_max_wavelength)
     q_BTHD = _constrain(q_BTHD, "batch", "length", "act_heads", None)
-    out_BTHD = attention_lib.dot_product_attention(q_BTHD, k_BTKD, v_BTKD, k_start_BT, k_end_BT,
+    out_BTHD = attention_lib.dot_product_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT,
                                                    impl=cfg.attention_impl)
     out_BTHD = _constrain(out_BTHD, "batch", "length", "act_heads", None)
     return nn.DenseGeneral(cfg.d_model, axis=(-2, -1), use_bias=False, dtype=cfg.dtype,
@@ -115,15 +124,54 @@ class SwiGLU(nn.Module):
 
 
 class DecoderBlock(nn.Module):
+  """Pre-norm block: self-attention, optional cross-attention (`encoded`), SwiGLU."""
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x_BTD, positions_BT, k_start_BT, k_end_BT):
+  def __call__(self, x_BTD, positions_BT, k_start_BT, k_end_BT, encoded=None):
     cfg = self.config
     x_BTD = x_BTD + Attention(cfg, name="attention")(
         RMSNorm(cfg.dtype, name="pre_attention_norm")(x_BTD), positions_BT, k_start_BT, k_end_BT)
+    if encoded is not None:
+      enc_BSD, cross_start_BT, cross_end_BT = encoded
+      x_BTD = x_BTD + Attention(cfg, name="cross_attention")(
+          RMSNorm(cfg.dtype, name="pre_cross_attention_norm")(x_BTD), positions_BT,
+          cross_start_BT, cross_end_BT, kv_BSD=enc_BSD)
     x_BTD = x_BTD + SwiGLU(cfg, name="mlp")(RMSNorm(cfg.dtype, name="pre_mlp_norm")(x_BTD))
     return _constrain(x_BTD, "batch", "length", "act_embed")
+
+
+def _embedding_table(module: nn.Module, cfg: TransformerConfig):
+  return module.param(
+      "embedding", nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
+      (cfg.vocab_size, cfg.d_model))
+
+
+def _embed(embedding_VD, cfg: TransformerConfig, tokens_BT):
+  return _constrain(jnp.take(embedding_VD, tokens_BT, axis=0).astype(cfg.dtype),
+                    "batch", "length", "act_embed")
+
+
+def _stack(cfg: TransformerConfig, prefix: str, x_BTD, positions_BT, ranges, encoded=None):
+  block = nn.remat(DecoderBlock) if cfg.remat else DecoderBlock
+  for i in range(cfg.num_layers):
+    x_BTD = block(cfg, name=f"{prefix}{i}")(x_BTD, positions_BT, *ranges, encoded)
+  return x_BTD
+
+
+def _logits(cfg: TransformerConfig, x_BTD):
+  x_BTD = RMSNorm(cfg.dtype, name="final_norm")(x_BTD)
+  logits_BTV = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype, name="unembed",
+                        kernel_init=_dense_init("embed", "vocab"))(x_BTD)
+  return _constrain(logits_BTV.astype(jnp.float32), "batch", "length", "act_vocab")
+
+
+def _default_layout(tokens_BT, segment_ids_BT, positions_BT):
+  if segment_ids_BT is None:
+    segment_ids_BT = jnp.ones_like(tokens_BT)
+  if positions_BT is None:
+    positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
+  return segment_ids_BT, positions_BT
 
 
 class Decoder(nn.Module):
@@ -139,23 +187,43 @@ class Decoder(nn.Module):
   def __call__(self, tokens_BT, segment_ids_BT=None, positions_BT=None, inputs_mask_BT=None,
                key_ranges=None):
     cfg = self.config
-    if segment_ids_BT is None:
-      segment_ids_BT = jnp.ones_like(tokens_BT)
-    if positions_BT is None:
-      positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
+    segment_ids_BT, positions_BT = _default_layout(tokens_BT, segment_ids_BT, positions_BT)
     if key_ranges is None:
       key_ranges = (masks.causal_ranges(segment_ids_BT) if inputs_mask_BT is None
                     else masks.prefix_lm_ranges(segment_ids_BT, inputs_mask_BT))
-    k_start_BT, k_end_BT = key_ranges
-    embedding_VD = self.param(
-        "embedding", nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
-        (cfg.vocab_size, cfg.d_model))
-    x_BTD = jnp.take(embedding_VD, tokens_BT, axis=0).astype(cfg.dtype)
-    x_BTD = _constrain(x_BTD, "batch", "length", "act_embed")
-    block = nn.remat(DecoderBlock) if cfg.remat else DecoderBlock
-    for i in range(cfg.num_layers):
-      x_BTD = block(cfg, name=f"layer_{i}")(x_BTD, positions_BT, k_start_BT, k_end_BT)
-    x_BTD = RMSNorm(cfg.dtype, name="final_norm")(x_BTD)
-    logits_BTV = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype, name="unembed",
-                          kernel_init=_dense_init("embed", "vocab"))(x_BTD)
-    return _constrain(logits_BTV.astype(jnp.float32), "batch", "length", "act_vocab")
+    x_BTD = _stack(cfg, "layer_", _embed(_embedding_table(self, cfg), cfg, tokens_BT),
+                   positions_BT, key_ranges)
+    return _logits(cfg, x_BTD)
+
+
+class EncoderDecoder(nn.Module):
+  """T5-style encoder-decoder (shared embedding). Returns float32 decoder logits `[B, T, V]`.
+
+  The encoder attends bidirectionally within each packed segment; decoder rows attend causally
+  within their segment and, across, to the encoder positions of the same segment.
+  """
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, encoder_tokens_BS, tokens_BT, encoder_segment_ids_BS=None,
+               segment_ids_BT=None, encoder_positions_BS=None, positions_BT=None):
+    cfg = self.config
+    encoder_segment_ids_BS, encoder_positions_BS = _default_layout(
+        encoder_tokens_BS, encoder_segment_ids_BS, encoder_positions_BS)
+    segment_ids_BT, positions_BT = _default_layout(tokens_BT, segment_ids_BT, positions_BT)
+    embedding_VD = _embedding_table(self, cfg)
+    enc_BSD = _stack(cfg, "encoder_", _embed(embedding_VD, cfg, encoder_tokens_BS),
+                     encoder_positions_BS,
+                     masks.bidirectional_ranges(encoder_segment_ids_BS))
+    enc_BSD = RMSNorm(cfg.dtype, name="encoder_norm")(enc_BSD)
+    encoded = (enc_BSD, *masks.cross_ranges(segment_ids_BT, encoder_segment_ids_BS))
+    x_BTD = _stack(cfg, "decoder_", _embed(embedding_VD, cfg, tokens_BT), positions_BT,
+                   masks.causal_ranges(segment_ids_BT), encoded)
+    return _logits(cfg, x_BTD)
+
+
+MODELS = {"decoder": Decoder, "encoder_decoder": EncoderDecoder}
+
+
+def build_model(config: TransformerConfig) -> nn.Module:
+  return MODELS[config.architecture](config)

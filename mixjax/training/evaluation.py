@@ -39,11 +39,13 @@ def _task_names(name: str) -> list[str]:
   return [provider.name]
 
 
-def probe_batch(probes, pad_to: int = 32) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def probe_batch(probes, pad_to: int = 32, encoder_decoder: bool = False
+                ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
   """Token arrays for every (probe, candidate) pair.
 
-  Returns (batch, probe_index_N, is_answer_N): batch holds decoder features `[N, L]` with loss
-  weights on the candidate's tokens only.
+  Decoder-only: prompt and candidate form one sequence, loss weights on the candidate only.
+  Encoder-decoder: the prompt is the encoder input, the candidate the decoder target.
+  Returns (batch `[N, L]` features, probe_index_N, is_answer_N).
   """
   vocab = vocab_lib.get_vocabulary()
   rows, probe_index, is_answer = [], [], []
@@ -56,20 +58,30 @@ def probe_batch(probes, pad_to: int = 32) -> tuple[dict[str, np.ndarray], np.nda
       rows.append((prompt_ids, list(vocab.encode(cand))))
       probe_index.append(i)
       is_answer.append(cand == probe["answer"])
-  length = max(len(p) + len(c) for p, c in rows)
-  length = -(-length // pad_to) * pad_to
-  targets = np.zeros((len(rows), length), np.int32)
-  weights = np.zeros((len(rows), length), np.float32)
-  for r, (p, c) in enumerate(rows):
-    targets[r, :len(p) + len(c)] = p + c
-    weights[r, len(p):len(p) + len(c)] = 1.0
-  inputs = np.pad(targets[:, :-1], ((0, 0), (1, 0)))
-  lengths_N1 = np.asarray([len(p) + len(c) for p, c in rows])[:, None]
-  batch = {"decoder_target_tokens": targets, "decoder_input_tokens": inputs,
-           "decoder_loss_weights": weights,
-           "decoder_segment_ids": (np.arange(length) < lengths_N1).astype(np.int32)}
-  batch["decoder_positions"] = np.broadcast_to(np.arange(length, dtype=np.int32), targets.shape)
+  if encoder_decoder:
+    batch = {**_lm_rows([c for _, c in rows], [0] * len(rows), pad_to),
+             "encoder_input_tokens": _lm_rows([p for p, _ in rows], [0] * len(rows),
+                                              pad_to)["decoder_target_tokens"]}
+    batch["encoder_segment_ids"] = (batch["encoder_input_tokens"] > 0).astype(np.int32)
+  else:
+    batch = _lm_rows([p + c for p, c in rows], [len(p) for p, _ in rows], pad_to)
   return batch, np.asarray(probe_index), np.asarray(is_answer)
+
+
+def _lm_rows(sequences, num_unscored, pad_to):
+  """Decoder features for token lists, loss weights after the first `num_unscored` tokens."""
+  length = -(-max(len(s) for s in sequences) // pad_to) * pad_to
+  targets = np.zeros((len(sequences), length), np.int32)
+  weights = np.zeros((len(sequences), length), np.float32)
+  for r, (seq, skip) in enumerate(zip(sequences, num_unscored)):
+    targets[r, :len(seq)] = seq
+    weights[r, skip:len(seq)] = 1.0
+  lengths_N1 = np.asarray([len(s) for s in sequences])[:, None]
+  return {"decoder_target_tokens": targets,
+          "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
+          "decoder_loss_weights": weights,
+          "decoder_segment_ids": (np.arange(length) < lengths_N1).astype(np.int32),
+          "decoder_positions": np.broadcast_to(np.arange(length, dtype=np.int32), targets.shape)}
 
 
 def _chunks(batch: dict[str, np.ndarray], rows: int):
@@ -89,7 +101,6 @@ class Evaluator:
     self._mesh, self._rules = mesh, rules
     dp = partitioning.data_parallel_size(mesh)
     self._rows = -(-config.batch_size // dp) * dp
-    converter = pipeline.get_feature_converter(data_config)
     self.domain_batches = {}
     self.probes = {}
     for task_name in _task_names(data_config.mixture_or_task_name):
@@ -97,12 +108,12 @@ class Evaluator:
       task = seqio.get_mixture_or_task(task_name)
       if "validation" in task.splits:
         self.domain_batches[domain] = pipeline.eval_batches(
-            task_name, data_config.task_feature_lengths, config.batch_size, config.num_batches,
-            converter)
+            data_config, task_name, config.batch_size, config.num_batches)
       if task_name in lm_tasks.TASK_PROBES:
         probes = list(lm_tasks.TASK_PROBES[task_name]())[:config.max_probes]
         if probes:
-          self.probes[domain] = probe_batch(probes)
+          self.probes[domain] = probe_batch(
+              probes, encoder_decoder=model.config.architecture == "encoder_decoder")
 
     def sums(params, batch):
       loss_BT, weights_BT = trainer.token_losses(model, params, batch)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from mixjax import gin_utils
 from mixjax.data import pipeline
+from mixjax.data import scheduled_pipeline
 from mixjax.models import transformer
 from mixjax.training import checkpoints
 from mixjax.training import evaluation
@@ -75,7 +76,7 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
   if data.batch_size % partitioning.data_parallel_size(device_mesh):
     raise ValueError(f"batch_size={data.batch_size} must be a multiple of the data-parallel size "
                      f"{partitioning.data_parallel_size(device_mesh)} (mesh {dict(device_mesh.shape)}).")
-  decoder = transformer.Decoder(model)
+  decoder = transformer.build_model(model)
   tx = optim.make_optimizer(optimizer, run.train_steps)
   init_shape = (partitioning.data_parallel_size(device_mesh), 8)
   ckpt = checkpoints.Checkpointer(run.model_dir, checkpoint)
@@ -86,12 +87,13 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
     abstract, shardings = trainer.abstract_state_and_shardings(
         decoder, tx, device_mesh, mesh.rules, init_shape)
     state, data_state = ckpt.restore(latest, abstract)
-    batches = pipeline.BatchIterator.from_state(data, data_state, shard_info)
+    batches = scheduled_pipeline.make_batch_iterator(data, run.seed, shard_info, run.train_steps,
+                                                     state=data_state)
     logging.info("Resumed from step %d (%s).", latest, ckpt.directory)
   else:
     state, shardings = trainer.create_state(decoder, tx, device_mesh, mesh.rules, init_shape,
                                             run.seed)
-    batches = pipeline.BatchIterator(data, seed=run.seed, shard_info=shard_info)
+    batches = scheduled_pipeline.make_batch_iterator(data, run.seed, shard_info, run.train_steps)
 
   step_fn = trainer.make_train_step(decoder, tx, device_mesh, mesh.rules, shardings)
   evaluator = evaluation.Evaluator(decoder, device_mesh, mesh.rules, data, eval_config)
@@ -116,7 +118,7 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
           f"{ckpt.directory}.")
     progress.set_postfix(loss=f"{values['loss']:.3f}")
     if step % run.log_period == 0 or step == run.train_steps:
-      writer.write(step, values)
+      writer.write(step, {**values, **batches.step_metrics(step)})
     return values
 
   def evaluate(step):

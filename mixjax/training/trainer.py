@@ -26,7 +26,16 @@ class TrainState:
 
 
 def model_inputs(batch: Mapping[str, jax.Array]) -> dict:
-  """Maps SeqIO decoder-feature names to the model's call arguments."""
+  """Maps SeqIO model-feature names (decoder-only or encoder-decoder) to the model's arguments."""
+  if "encoder_input_tokens" in batch:
+    return {
+        "encoder_tokens_BS": batch["encoder_input_tokens"],
+        "tokens_BT": batch["decoder_input_tokens"],
+        "encoder_segment_ids_BS": batch.get("encoder_segment_ids"),
+        "segment_ids_BT": batch.get("decoder_segment_ids"),
+        "encoder_positions_BS": batch.get("encoder_positions"),
+        "positions_BT": batch.get("decoder_positions"),
+    }
   inputs = {
       "tokens_BT": batch["decoder_input_tokens"],
       "segment_ids_BT": batch.get("decoder_segment_ids"),
@@ -64,7 +73,10 @@ def train_step(state: TrainState, batch, *, model: nn.Module, tx: optax.Gradient
 
 def _init_boxed(rng, *, model, tx, batch_shape):
   tokens_BT = jnp.zeros(batch_shape, jnp.int32)
-  params = model.init(rng, tokens_BT)["params"]
+  dummy = {"decoder_input_tokens": tokens_BT}
+  if model.config.architecture == "encoder_decoder":
+    dummy["encoder_input_tokens"] = tokens_BT
+  params = model.init(rng, **model_inputs(dummy))["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
