@@ -71,6 +71,8 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
   checkpoint, eval_config = checkpoint or checkpoints.CheckpointConfig(), eval_config or evaluation.EvalConfig()
   gin_utils.check_required(run, data)
   os.makedirs(run.model_dir, exist_ok=True)
+  checkpoints.write_run_configs(run.model_dir, model=model, data=data, optimizer=optimizer,
+                                run=run)
 
   device_mesh = partitioning.make_mesh(mesh)
   if data.batch_size % partitioning.data_parallel_size(device_mesh):
