@@ -82,7 +82,9 @@ class BlockSizes:
     block_q, block_k: forward; a program holds `block_q` query rows and streams `block_k` keys.
     block_q_dq, block_k_dq: the dQ kernel (holds queries, streams keys).
     block_q_dkv, block_k_dkv: the dK/dV kernel (holds `block_k_dkv` keys, streams queries).
-    num_warps, num_stages: GPU (Triton) only; `num_warps=None` picks 4 for head_dim <= 64, else 8.
+    num_warps, num_stages: GPU (Triton) only, forward kernel; `num_warps=None` picks 4 for
+      head_dim <= 64, else 8.
+    num_warps_bwd, num_stages_bwd: the same for the two backward kernels.
   """
   block_q: int = 128
   block_k: int = 64
@@ -92,6 +94,8 @@ class BlockSizes:
   block_k_dkv: int = 128
   num_warps: int | None = None
   num_stages: int = 2
+  num_warps_bwd: int | None = None
+  num_stages_bwd: int = 2
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
@@ -132,8 +136,10 @@ def _mosaic_tpu_params(num_warps, num_stages, num_grid_dims):
   return pltpu.CompilerParams(dimension_semantics=("parallel",) * num_grid_dims)
 
 
+# GPU tiles follow the Triton fused-attention tutorial's Hopper settings; retune with
+# `benchmarks/attention.py --sweep`.
 _GPU = _Platform(
-    name="gpu", block_sizes=BlockSizes(), min_block_q=16, min_block_k=16,
+    name="gpu", block_sizes=BlockSizes(num_warps_bwd=4), min_block_q=16, min_block_k=16,
     pad_head_dim=lambda d: max(16, pl.next_power_of_2(d)), table_memory_space=None,
     compiler_params=_triton_params)
 _TPU = _Platform(
@@ -412,7 +418,7 @@ class _Config:
   block_sizes: BlockSizes
   platform: _Platform
   interpret: bool
-  num_warps: int
+  head_dim: int  # padded
 
 
 def _flat(x_BTHD):
@@ -423,11 +429,14 @@ def _table_spec(cfg):
   return pl.BlockSpec(memory_space=cfg.platform.table_memory_space)
 
 
-def _pallas(cfg, kernel, *, grid, in_specs, out_specs, out_shape, name):
+def _pallas(cfg, kernel, *, grid, in_specs, out_specs, out_shape, name, backward=False):
+  bs = cfg.block_sizes
+  num_warps, num_stages = ((bs.num_warps_bwd, bs.num_stages_bwd) if backward
+                           else (bs.num_warps, bs.num_stages))
+  num_warps = num_warps or (4 if cfg.head_dim <= 64 else 8)
   return pl.pallas_call(
       kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
-      compiler_params=cfg.platform.compiler_params(
-          cfg.num_warps, cfg.block_sizes.num_stages, len(grid)),
+      compiler_params=cfg.platform.compiler_params(num_warps, num_stages, len(grid)),
       interpret=cfg.interpret, name=name)
 
 
@@ -477,7 +486,7 @@ def _backward_dq(q_BTHD, k_BSKD, v_BSKD, do_BTHD, lse_BHT1, delta_BHT1, start_BT
       in_specs=[_table_spec(cfg), rows, keys, keys, rows, stats, stats, ranges, ranges],
       out_specs=rows,
       out_shape=jax.ShapeDtypeStruct(_flat(q_BTHD).shape, q_BTHD.dtype),
-      name="flash_attention_dq",
+      name="flash_attention_dq", backward=True,
   )(table, _flat(q_BTHD), _flat(k_BSKD), _flat(v_BSKD), _flat(do_BTHD), lse_BHT1, delta_BHT1,
     start_BT[..., None], end_BT[..., None])
   return dq_BTF.reshape(q_BTHD.shape)
@@ -504,7 +513,7 @@ def _backward_dkv(q_BTHD, k_BSKD, v_BSKD, do_BTHD, lse_BHT1, delta_BHT1, start_B
       in_specs=[_table_spec(cfg), queries, keys, keys, queries, stats, stats, ranges, ranges],
       out_specs=[keys, keys],
       out_shape=[jax.ShapeDtypeStruct(_flat(k_BSKD).shape, k_BSKD.dtype)] * 2,
-      name="flash_attention_dkv",
+      name="flash_attention_dkv", backward=True,
   )(key_table, _flat(q_BTHD), _flat(k_BSKD), _flat(v_BSKD), _flat(do_BTHD), as_row(lse_BHT1),
     as_row(delta_BHT1), start_BT[:, None, :], end_BT[:, None, :])
   return dk_BSF.reshape(k_BSKD.shape), dv_BSF.reshape(v_BSKD.shape)
@@ -572,7 +581,7 @@ def flash_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, *, scale=None,
   padded_dim = plat.pad_head_dim(head_dim)
   cfg = _Config(
       scale=float(head_dim**-0.5 if scale is None else scale), block_sizes=bs, platform=plat,
-      interpret=interpret, num_warps=bs.num_warps or (4 if padded_dim <= 64 else 8))
+      interpret=interpret, head_dim=padded_dim)
   # Pad to whole tiles: padded query rows get empty ranges, padded keys are never in a range.
   q_pad = _round_up(q_len, max(bs.block_q, bs.block_q_dq, bs.block_q_dkv)) - q_len
   kv_pad = _round_up(kv_len, max(bs.block_k, bs.block_k_dq, bs.block_k_dkv)) - kv_len
