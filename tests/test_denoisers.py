@@ -254,6 +254,15 @@ def test_raw_lengths_are_the_longest_that_fit():
     assert fits.tolist() == [True, False], d.name
 
 
+def test_raw_lengths_quoted_in_the_module_docstring():
+  quoted = {(("inputs", 512), ("targets", 512)): dict(R1=566, R2=587, X1=764, X2=907, X3=598,
+                                                      X4=1004, S=511),
+            (("targets", 1024),): dict(R1=927, R2=983, X1=765, X2=907, X3=1015, X4=1005, S=1021)}
+  for lengths, expected in quoted.items():
+    got = denoisers.raw_lengths(denoisers.DEFAULT_DENOISERS, dict(lengths), _features())
+    assert got == expected
+
+
 def test_spans_are_capped_at_the_number_of_sentinels():
   dense = denoisers.Denoiser("dense", rate=1.0, mode_token="[NLG]", mean_span_length=1,
                              corruption_rate=0.5)

@@ -17,20 +17,21 @@ may be shorter) and becomes one `{"inputs", "targets"}` example:
 
 With mode tokens on, inputs start with the denoiser's `[NLU]`/`[NLG]`/`[S2S]` id.
 
-Chunks never cross documents, so no example mixes two documents and no token is dropped. The raw
-length of a denoiser is the longest chunk whose example fits the budget that `sequence_length`
+Chunks never cross documents, so no example mixes two documents and no token is dropped. A
+denoiser's raw length is the longest chunk whose example surely fits the budget `sequence_length`
 gives, counting the mode token and the EOS that `append_eos_after_trim` adds later (features with
-`add_eos`), the way T5's `random_spans_helper` does, so packing never truncates:
+`add_eos`), as T5's `random_spans_helper` does, so packing never truncates:
 
 * encoder-decoder (`sequence_length` has "inputs" and "targets"): inputs <= inputs length and
   targets <= targets length;
 * decoder-only (only "targets", length L): inputs + targets <= L, as a prefix LM packs them.
 
-The raw length is the largest n such that every chunk of length <= n fits; span corruption lengths
-are deterministic functions of n, and for the S denoiser the worst split (prefix or suffix of n - 1
-tokens) must fit, so in decoder-only mode its raw length is L minus the extras and in
-encoder-decoder mode it is about min(inputs, targets). Example (512/512, mode tokens and EOS):
-R1 568, R2 536, X1 510, X2 520, X3 597, X4 1004... see `raw_lengths()`.
+It is the largest n such that every chunk of <= n tokens fits in the worst case: for span
+corruption, inputs = n - noise + spans and targets = noise + spans with the span count rounded up;
+for the S denoiser a split leaving n - 1 tokens on either side, so its raw length is L minus the
+extras (decoder-only) or about min(inputs, targets) (encoder-decoder). `raw_lengths()` lists them;
+with mode tokens and EOS, 512/512 gives R1 566, R2 587, X1 764, X2 907, X3 598, X4 1004, S 511, and
+decoder-only 1024 gives R1 927, R2 983, X1 765, X2 907, X3 1015, X4 1005, S 1021.
 
 Randomness is stateless (`seqio.map_over_dataset(num_seeds=...)`, `tf.random.stateless_*`): the same
 SeqIO seed gives the same examples on any number of hosts. Work is vectorised over batches of
@@ -71,7 +72,8 @@ class Denoiser:
 
   def __post_init__(self):
     if not (self.rate >= 0 and math.isfinite(self.rate)):
-      raise ValueError(f"Denoiser {self.name!r}: rate must be a finite number >= 0, got {self.rate}.")
+      raise ValueError(f"Denoiser {self.name!r}: rate must be a finite number >= 0, "
+                       f"got {self.rate}.")
     if self.mode_token not in vocab.MODE_TOKENS:
       raise ValueError(f"Denoiser {self.name!r}: unknown mode token {self.mode_token!r}; "
                        f"valid: {', '.join(vocab.MODE_TOKENS)}.")
@@ -145,7 +147,8 @@ class LengthBudget:
       raise ValueError(f"ul2_denoise needs sequence_length['targets'] (decoder-only) or both "
                        f"'inputs' and 'targets' (encoder-decoder); got {sequence_length}.")
     targets_feature = output_features["targets"]
-    inputs_extra = int(output_features.get("inputs", targets_feature).add_eos) + int(use_mode_tokens)
+    inputs_feature = output_features.get("inputs", targets_feature)
+    inputs_extra = int(inputs_feature.add_eos) + int(use_mode_tokens)
     targets_extra = int(targets_feature.add_eos)
     if sequence_length.get("inputs") is None:
       return cls(total=sequence_length["targets"] - inputs_extra - targets_extra)
@@ -212,6 +215,13 @@ def _tables(denoisers: Sequence[Denoiser], budget: LengthBudget) -> _Tables:
       most_spans=np.stack([c[2] for c in counts]).astype(np.int32))
 
 
+def _segment_ids(lengths: tf.Tensor) -> tf.Tensor:
+  """`tf.repeat(tf.range(n), lengths)`, without its [n, max(lengths)] intermediate."""
+  total = tf.reduce_sum(lengths)
+  starts = tf.math.bincount(tf.cumsum(lengths, exclusive=True), minlength=total, maxlength=total)
+  return tf.cumsum(starts) - 1  # zero-length rows start where the next row starts: skipped
+
+
 def _split_documents(doc_lengths: tf.Tensor, tables: _Tables, seed: tf.Tensor):
   """Cuts documents into consecutive chunks and routes each chunk to a denoiser.
 
@@ -228,7 +238,7 @@ def _split_documents(doc_lengths: tf.Tensor, tables: _Tables, seed: tf.Tensor):
     (chunk_lengths [C] int32, chunk_denoiser [C] int32), chunks in document order.
   """
   most_chunks = tf.maximum((doc_lengths + tables.shortest_chunk - 1) // tables.shortest_chunk, 1)
-  candidate_doc = tf.repeat(tf.range(tf.size(doc_lengths)), most_chunks)
+  candidate_doc = _segment_ids(most_chunks)
   denoiser = tf.cast(tf.random.stateless_categorical(
       tables.log_rates[None], tf.size(candidate_doc), seed)[0], tf.int32)
   raw = tf.gather(tables.raw_length, denoiser)
@@ -243,9 +253,10 @@ def _split_documents(doc_lengths: tf.Tensor, tables: _Tables, seed: tf.Tensor):
 def _random_composition(totals: tf.Tensor, parts: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   """Splits each total into `parts` pieces, uniformly over all compositions.
 
-  Choosing pieces is choosing where they start: each row's first item, plus parts - 1 other items
-  picked without replacement. All rows are done at once: items sort by (row, random key), which
-  keeps rows in place, so an item's rank inside its row is its position there after sorting.
+  Choosing pieces is choosing where they start: each row's first item, plus the parts - 1 other
+  items with the smallest random keys. All rows are done with one sort on row + key (key in
+  [1/4, 3/4), 0 for the first item), which keeps rows apart and in place: after sorting, an item's
+  rank inside its row is its offset from the row's first position.
 
   Args:
     totals: [R] int32 >= 0.
@@ -255,11 +266,12 @@ def _random_composition(totals: tf.Tensor, parts: tf.Tensor, seed: tf.Tensor) ->
   Returns:
     [sum(parts)] int32 piece lengths, row after row; each row's pieces sum to its total.
   """
-  item_row = tf.repeat(tf.range(tf.size(totals)), totals)
+  item_row = _segment_ids(totals)
   row_first_item = tf.gather(tf.cumsum(totals, exclusive=True), item_row)
   rank = tf.range(tf.size(item_row)) - row_first_item
-  noise = tf.random.stateless_uniform(tf.shape(item_row), seed, dtype=tf.float64)
-  keys = tf.cast(item_row, tf.float64) + tf.where(rank == 0, tf.zeros_like(noise), 0.5 + 0.5 * noise)
+  uniform = tf.random.stateless_uniform(tf.shape(item_row), seed, dtype=tf.float64)
+  keys = tf.cast(item_row, tf.float64) + tf.where(rank == 0, tf.zeros_like(uniform),
+                                                  0.25 + 0.5 * uniform)
   order = tf.argsort(keys)
   starts_sorted = tf.cast(rank < tf.gather(parts, item_row), tf.int32)
   is_start = tf.scatter_nd(order[:, None], starts_sorted, tf.shape(order))
@@ -270,14 +282,20 @@ def _random_composition(totals: tf.Tensor, parts: tf.Tensor, seed: tf.Tensor) ->
   return tf.math.bincount(piece, minlength=num_pieces, maxlength=num_pieces, dtype=tf.int32)
 
 
-def _span_layout(chunk_lengths, chunk_denoiser, tables: _Tables, seeds):
-  """Lengths of each chunk's alternating non-noise / noise spans.
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+  """How a batch's chunks split into spans; per chunk [C] unless said otherwise."""
+  lengths: tf.Tensor  # tokens
+  denoiser: tf.Tensor
+  noise: tf.Tensor  # tokens going to targets
+  spans: tf.Tensor  # noise spans
+  span_lengths: tf.Tensor  # [2 * sum(spans)]: non-noise 0, noise 0, non-noise 1, ... chunk by chunk
+
+
+def _span_layout(chunk_lengths, chunk_denoiser, tables: _Tables, seeds) -> _Layout:
+  """Draws each chunk's span counts and span lengths.
 
   A prefix-LM chunk is one non-noise span (its prefix, the inputs) and one noise span (the rest).
-
-  Returns:
-    (spans [C] int32: noise spans per chunk, span_lengths [2 * sum(spans)] int32 interleaved as
-    non-noise 0, noise 0, non-noise 1, ... chunk after chunk).
   """
   index = chunk_denoiser * tables.noise.shape[1] + chunk_lengths
   by_length = lambda table: tf.gather(table.reshape(-1), index)
@@ -294,39 +312,61 @@ def _span_layout(chunk_lengths, chunk_denoiser, tables: _Tables, seeds):
   pieces = _random_composition(tf.concat([chunk_lengths - noise, noise], 0),
                                tf.concat([spans, spans], 0), seeds[1])
   nonnoise_pieces, noise_pieces = tf.split(pieces, 2)
-  return spans, tf.reshape(tf.stack([nonnoise_pieces, noise_pieces], 1), [-1])
+  return _Layout(chunk_lengths, chunk_denoiser, noise, spans,
+                 tf.reshape(tf.stack([nonnoise_pieces, noise_pieces], 1), [-1]))
 
 
-def _gather_slots(slots, chunk_of_token, num_chunks) -> tf.RaggedTensor:
-  """Emits, token by token, each (value, present) slot in order; one ragged row per chunk."""
+def _gather_slots(slots, row_lengths) -> tf.RaggedTensor:
+  """Emits, token by token, each (value, present) slot in order, as rows of `row_lengths`."""
   values = tf.reshape(tf.stack([v for v, _ in slots], 1), [-1])
-  present = tf.stack([p for _, p in slots], 1)
-  row_lengths = tf.math.unsorted_segment_sum(
-      tf.reduce_sum(tf.cast(present, tf.int32), 1), chunk_of_token, num_chunks)
-  return tf.RaggedTensor.from_row_lengths(
-      tf.boolean_mask(values, tf.reshape(present, [-1])), row_lengths, validate=False)
+  present = tf.reshape(tf.stack([p for _, p in slots], 1), [-1])
+  return tf.RaggedTensor.from_row_lengths(tf.boolean_mask(values, present), row_lengths,
+                                          validate=False)
+
+
+def _emit(tokens: tf.Tensor, layout: _Layout, tables: _Tables, use_mode_tokens: bool):
+  """Inputs and targets of every chunk, as [C, (length)] ragged tensors.
+
+  What a token emits depends only on its span, so the per-span values (small arrays) are worked
+  out first and then gathered once per token.
+  """
+  num_spans = tf.size(layout.span_lengths)
+  span_chunk = _segment_ids(2 * layout.spans)
+  span_start = tf.cumsum(layout.span_lengths, exclusive=True)
+  chunk_start = tf.cumsum(layout.lengths, exclusive=True)
+  is_noise_span = tf.range(num_spans) % 2 == 1
+  span_in_chunk = tf.range(num_spans) // 2 - tf.gather(tf.cumsum(layout.spans, exclusive=True),
+                                                       span_chunk)
+  prefix_lm = tf.gather(tables.prefix_lm, layout.denoiser)
+  # Sentinel 0 marks "no sentinel": non-noise and prefix-LM spans, empty spans.
+  span_sentinel = tf.where(is_noise_span & ~tf.gather(prefix_lm, span_chunk),
+                           vocab.sentinel_id(0) - span_in_chunk, 0)
+  # The mode token goes before the chunk's first token, in whichever span that falls.
+  opens_chunk = (span_start == tf.gather(chunk_start, span_chunk)) & (layout.span_lengths > 0)
+  span_mode = tf.where(opens_chunk & use_mode_tokens,
+                       tf.gather(tf.gather(tables.mode_id, layout.denoiser), span_chunk), 0)
+
+  span_of_token = _segment_ids(layout.span_lengths)
+  first_of_span = tf.concat([[True], span_of_token[1:] != span_of_token[:-1]], 0)
+  is_noise = span_of_token % 2 == 1
+  sentinel = tf.cast(tf.gather(span_sentinel, span_of_token), tokens.dtype)
+  mode = tf.cast(tf.gather(span_mode, span_of_token), tokens.dtype)
+  has_sentinel = first_of_span & (sentinel != 0)
+
+  sentinels = tf.where(prefix_lm, 0, layout.spans)
+  inputs = _gather_slots(
+      [(mode, first_of_span & (mode != 0)), (sentinel, has_sentinel), (tokens, ~is_noise)],
+      int(use_mode_tokens) + layout.lengths - layout.noise + sentinels)
+  targets = _gather_slots([(sentinel, has_sentinel), (tokens, is_noise)], layout.noise + sentinels)
+  return inputs, targets
 
 
 def _denoise_batch(tokens: tf.RaggedTensor, seeds, tables: _Tables, use_mode_tokens: bool):
   """Turns a batch of documents [B, (length)] into examples, one per chunk."""
-  flat = tokens.flat_values
   chunk_lengths, chunk_denoiser = _split_documents(
       tf.cast(tokens.row_lengths(), tf.int32), tables, seeds[0])
-  spans, span_lengths = _span_layout(chunk_lengths, chunk_denoiser, tables, seeds[1:])
-  num_chunks = tf.size(chunk_lengths)
-  chunk_of_token = tf.repeat(tf.range(num_chunks), chunk_lengths)
-  span_of_token = tf.repeat(tf.range(tf.size(span_lengths)), span_lengths)
-  is_noise = span_of_token % 2 == 1
-  starts_span = tf.concat([[True], span_of_token[1:] != span_of_token[:-1]], 0)
-  starts_chunk = tf.concat([[True], chunk_of_token[1:] != chunk_of_token[:-1]], 0)
-  span_index = span_of_token // 2 - tf.gather(tf.cumsum(spans, exclusive=True), chunk_of_token)
-  sentinel = tf.cast(vocab.sentinel_id(0) - span_index, flat.dtype)
-  denoiser_of_token = tf.gather(chunk_denoiser, chunk_of_token)
-  has_sentinel = is_noise & starts_span & ~tf.gather(tables.prefix_lm, denoiser_of_token)
-  mode = tf.cast(tf.gather(tables.mode_id, denoiser_of_token), flat.dtype)
-  inputs = _gather_slots([(mode, starts_chunk & use_mode_tokens), (sentinel, has_sentinel),
-                          (flat, ~is_noise)], chunk_of_token, num_chunks)
-  targets = _gather_slots([(sentinel, has_sentinel), (flat, is_noise)], chunk_of_token, num_chunks)
+  layout = _span_layout(chunk_lengths, chunk_denoiser, tables, seeds[1:])
+  inputs, targets = _emit(tokens.flat_values, layout, tables, use_mode_tokens)
   return inputs, targets, chunk_denoiser
 
 
@@ -361,8 +401,8 @@ def ul2_denoise(dataset: tf.data.Dataset,
   """
   vocab_size = output_features["targets"].vocabulary.vocab_size
   if vocab_size != vocab.get_vocabulary().vocab_size:
-    raise ValueError(f"ul2_denoise puts mode tokens and sentinels at mixjax.data.vocab ids, but the "
-                     f"task's targets vocabulary has {vocab_size} ids, not "
+    raise ValueError(f"ul2_denoise puts mode tokens and sentinels at mixjax.data.vocab ids, but "
+                     f"the task's targets vocabulary has {vocab_size} ids, not "
                      f"{vocab.get_vocabulary().vocab_size}.")
   tables = _tables(denoisers, LengthBudget.from_sequence_length(
       sequence_length, output_features, use_mode_tokens))
