@@ -92,29 +92,42 @@ def _nonpad_tokens(batch: Mapping[str, np.ndarray]) -> int:
   return sum(int(np.count_nonzero(batch[k])) for k in keys if k in batch)
 
 
-def measure(dataset: tf.data.Dataset, seconds: float, warmup_batches: int = 3) -> dict:
-  """Non-padding tokens per second over `seconds`, after warm-up batches (tracing, buffers)."""
-  batches = dataset.as_numpy_iterator()
-  for _ in range(warmup_batches):
+def measure(batches, seconds: float, skip_batches: int = 3) -> float:
+  """Non-padding tokens per second over `seconds`, after skipping batches.
+
+  Skipping covers tracing on first use and, later, the batches an idle pipeline prefetched
+  while other cases ran.
+  """
+  for _ in range(skip_batches):
     next(batches)
-  tokens, count, start = 0, 0, time.perf_counter()
+  tokens, start = 0, time.perf_counter()
   while time.perf_counter() - start < seconds:
     tokens += _nonpad_tokens(next(batches))
-    count += 1
-  elapsed = time.perf_counter() - start
-  return {"tokens_per_s": tokens / elapsed, "batches": count, "seconds": elapsed}
+  return tokens / (time.perf_counter() - start)
 
 
-def run(corpus: str, num_docs: int, seconds: float, batch_size: int) -> dict:
-  """Measures every case; returns one flat dict of figures."""
+def run(corpus: str, num_docs: int, seconds: float, rounds: int, batch_size: int) -> dict:
+  """Measures every case, round-robin for `rounds` rounds; returns one flat dict of figures.
+
+  Interleaving the cases spreads the load other processes put on the machine evenly over them;
+  each case reports the median of its rounds, and the spread.
+  """
   texts = CORPORA[corpus](num_docs)
-  figures = {"corpus": corpus, "num_docs": num_docs, "batch_size": batch_size,
-             "cpu_count": os.cpu_count(), "corpus_bytes": sum(len(t.encode()) for t in texts)}
-  for case in CASES:
-    load_before = os.getloadavg()[0]
-    result = measure(packed_batches(texts, case, batch_size), seconds)
-    figures[f"{case.name}_tokens_per_s"] = round(result["tokens_per_s"])
-    figures[f"{case.name}_load_avg"] = round((load_before + os.getloadavg()[0]) / 2, 2)
+  figures = {"corpus": corpus, "num_docs": num_docs, "batch_size": batch_size, "rounds": rounds,
+             "seconds_per_round": seconds, "cpu_count": os.cpu_count(),
+             "corpus_bytes": sum(len(t.encode()) for t in texts)}
+  iterators = {c.name: packed_batches(texts, c, batch_size).as_numpy_iterator() for c in CASES}
+  rates = {c.name: [] for c in CASES}
+  loads = []
+  for _ in range(rounds):
+    for case in CASES:
+      rates[case.name].append(measure(iterators[case.name], seconds))
+      loads.append(os.getloadavg()[0])
+  for name, values in rates.items():
+    figures[f"{name}_tokens_per_s"] = round(float(np.median(values)))
+    figures[f"{name}_tokens_per_s_min"] = round(min(values))
+    figures[f"{name}_tokens_per_s_max"] = round(max(values))
+  figures["load_avg_1min_mean"] = round(float(np.mean(loads)), 2)
   for prefix in ("encdec_512_512", "deconly_1024"):
     figures[f"ul2_over_r1_{prefix}"] = round(
         figures[f"ul2_{prefix}_tokens_per_s"] / figures[f"r1_{prefix}_tokens_per_s"], 3)
@@ -122,22 +135,25 @@ def run(corpus: str, num_docs: int, seconds: float, batch_size: int) -> dict:
 
 
 def print_table(figures: dict) -> None:
-  print(f"corpus={figures['corpus']} docs={figures['num_docs']} cpus={figures['cpu_count']}")
-  print(f"{'case':<22} {'non-pad tokens/s':>17} {'load avg':>9}")
+  print(f"corpus={figures['corpus']} docs={figures['num_docs']} cpus={figures['cpu_count']} "
+        f"rounds={figures['rounds']} load_avg={figures['load_avg_1min_mean']}")
+  print(f"{'case':<22} {'non-pad tokens/s (median)':>26} {'min':>11} {'max':>11}")
   for case in CASES:
-    print(f"{case.name:<22} {figures[case.name + '_tokens_per_s']:>17,} "
-          f"{figures[case.name + '_load_avg']:>9}")
+    print(f"{case.name:<22} {figures[case.name + '_tokens_per_s']:>26,} "
+          f"{figures[case.name + '_tokens_per_s_min']:>11,} "
+          f"{figures[case.name + '_tokens_per_s_max']:>11,}")
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--corpus", choices=sorted(CORPORA), default="synthetic")
   parser.add_argument("--docs", type=int, default=20_000, help="documents in memory (repeated)")
-  parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per case")
+  parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per case and round")
+  parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds over the cases")
   parser.add_argument("--batch_size", type=int, default=32, help="packed rows per batch")
   parser.add_argument("--json", help="write the figures here as one flat JSON object")
   args = parser.parse_args()
-  figures = run(args.corpus, args.docs, args.seconds, args.batch_size)
+  figures = run(args.corpus, args.docs, args.seconds, args.rounds, args.batch_size)
   print_table(figures)
   if args.json:
     with open(args.json, "w") as f:
