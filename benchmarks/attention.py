@@ -7,9 +7,9 @@ cache, as a fraction of HBM bandwidth. Every figure of a run comes from the same
   python benchmarks/attention.py --json /tmp/attention.json            # on an H100 / H200
   python benchmarks/attention.py --smoke --json /tmp/attention.json    # CPU: tiny, interpret mode
 
-FLOPs as in the FlashAttention papers: forward 4·B·H·T·S·D over the attended (query, key) pairs,
-i.e. `4·B·H·D·T²/2` for causal; forward+backward counts 3.5x the forward (the backward pass does
-2.5x the forward's matmul work). For packed documents the pairs are counted exactly, so their
+FLOPs as in the FlashAttention papers: forward 4·H·D per attended (query, key) pair, i.e.
+`4·B·H·D·T²/2` for causal; forward+backward counts 3.5x the forward (the backward pass does 2.5x
+the forward's matmul work). For packed documents the pairs are counted exactly, so their
 TFLOP/s compare with causal; `packed_cost_vs_share` = (packed time / causal time) / (packed visited
 blocks / causal visited blocks): at most 1 means packing costs no more than its share of blocks.
 
@@ -36,6 +36,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental.pallas.ops.gpu import attention as jax_triton_attention
+from jax.experimental.pallas.ops.gpu import attention_mgpu as jax_mgpu_attention
+from jax.experimental.pallas.ops.gpu import decode_attention as jax_triton_decode
 
 from mixjax.kernels import decode_attention
 from mixjax.kernels import flash_attention
@@ -121,10 +124,9 @@ def _cudnn(case, interpret):
 
 
 def _jax_triton(case, interpret):
-  from jax.experimental.pallas.ops.gpu import attention as triton_attention  # pylint: disable=g-import-not-at-top
   segment_ids = None if case.mask == "causal" else case.segment_ids
   scale = case.q.shape[-1]**-0.5
-  return lambda q, k, v: triton_attention.mha(
+  return lambda q, k, v: jax_triton_attention.mha(
       q, _repeat_kv(q, k), _repeat_kv(q, v), segment_ids, sm_scale=scale, causal=True,
       interpret=interpret)
 
@@ -134,11 +136,10 @@ def _jax_mgpu(case, interpret):
     raise RuntimeError("Mosaic GPU needs a Hopper GPU")
   if case.mask != "causal":
     raise RuntimeError("no segment / range masks")
-  from jax.experimental.pallas.ops.gpu import attention_mgpu  # pylint: disable=g-import-not-at-top
-  config = attention_mgpu.TuningConfig(
+  config = jax_mgpu_attention.TuningConfig(
       block_q=64, block_kv=128, max_concurrent_steps=2, causal=True, block_q_dkv=64,
       block_kv_dkv=64, block_q_dq=64, block_kv_dq=64)
-  return lambda q, k, v: attention_mgpu.attention(q, k, v, config)
+  return lambda q, k, v: jax_mgpu_attention.attention(q, k, v, config)
 
 
 PEERS: dict[str, Callable] = {
@@ -295,8 +296,7 @@ def bench_decode(args, results):
 
 
 def _jax_triton_decode(q, k, v, lengths, interpret):
-  from jax.experimental.pallas.ops.gpu import decode_attention as triton_decode  # pylint: disable=g-import-not-at-top
-  return triton_decode.gqa(q, k, v, kv_seq_len=lengths, interpret=interpret)
+  return jax_triton_decode.gqa(q, k, v, kv_seq_len=lengths, interpret=interpret)
 
 
 def main():

@@ -1,18 +1,18 @@
 """Attention over per-row key ranges: a Pallas flash-attention kernel and its pure-JAX reference.
 
 Masks are described per query row as a key range `[k_start, k_end)` (DESIGN.md): causal, packed
-documents and prefix-LM all reduce to one contiguous range per row, so no T×T mask is ever an input.
-A row whose range is empty attends to nothing and outputs zeros.
+documents and prefix-LM all reduce to one contiguous range per row, so no T×T mask is ever an
+input. A row whose range is empty attends to nothing and outputs zeros.
 
-Shapes: q_BTHD `[batch, q_len, q_heads, head_dim]`, k_BSKD / v_BSKD `[batch, kv_len, kv_heads, head_dim]`
-with kv_heads dividing q_heads (grouped-query attention; q head h reads kv head h // (q_heads // kv_heads)),
-k_start_BT / k_end_BT int32 `[batch, q_len]`.
+Shapes: q_BTHD `[batch, q_len, q_heads, head_dim]`, k_BSKD / v_BSKD
+`[batch, kv_len, kv_heads, head_dim]` with kv_heads dividing q_heads (grouped-query attention;
+q head h reads kv head `h // (q_heads // kv_heads)`), k_start_BT / k_end_BT int32 `[batch, q_len]`.
 
-How the kernel skips work. The rows are cut into query blocks and the keys into key blocks. For each
-query block the wrapper computes, from the ranges alone, a *block table* row
+How the kernel skips work. The rows are cut into query blocks and the keys into key blocks. For
+each query block the wrapper computes, from the ranges alone, a *block table* row
 `(lo, hi, full_lo, full_hi)`: key blocks `[lo, hi)` hold every key any non-empty row of the block
-may see, and `[full_lo, full_hi)` are the key blocks every row sees completely. The kernels loop over
-`[lo, hi)` only (so packed short documents visit a few blocks near the diagonal) and drop the
+may see, and `[full_lo, full_hi)` are the key blocks every row sees completely. The kernels loop
+over `[lo, hi)` only (so packed short documents visit a few blocks near the diagonal) and drop the
 element mask on `[full_lo, full_hi)`. `num_visited_blocks` counts the same thing for benchmarks.
 
 Backends. One set of kernel bodies; a `_Platform` per backend says how to launch them (compiler
@@ -208,7 +208,8 @@ def block_table(k_start_BT, k_end_BT, block_q, block_k):
 
 
 def _transpose_table(table_BN4, num_k_blocks):
-  """int32 `[batch, k_blocks, 4]`: `(first, last, full_first, full_last)` query blocks per key block.
+  """int32 `[batch, k_blocks, 4]`: `(first, last, full_first, full_last)` query blocks per key
+  block.
 
   Query blocks `[first, last)` include every one that visits the key block; `[full_first,
   full_last)`, inside it, is a run of query blocks that all see the key block completely. Blocks
