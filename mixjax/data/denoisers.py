@@ -338,7 +338,7 @@ def _emit(tokens: tf.Tensor, layout: _Layout, tables: _Tables, use_mode_tokens: 
   span_in_chunk = tf.range(num_spans) // 2 - tf.gather(tf.cumsum(layout.spans, exclusive=True),
                                                        span_chunk)
   prefix_lm = tf.gather(tables.prefix_lm, layout.denoiser)
-  # Sentinel 0 marks "no sentinel": non-noise and prefix-LM spans, empty spans.
+  # 0 marks spans that emit no sentinel: non-noise spans and prefix-LM chunks.
   span_sentinel = tf.where(is_noise_span & ~tf.gather(prefix_lm, span_chunk),
                            vocab.sentinel_id(0) - span_in_chunk, 0)
   # The mode token goes before the chunk's first token, in whichever span that falls.
@@ -353,11 +353,12 @@ def _emit(tokens: tf.Tensor, layout: _Layout, tables: _Tables, use_mode_tokens: 
   mode = tf.cast(tf.gather(span_mode, span_of_token), tokens.dtype)
   has_sentinel = first_of_span & (sentinel != 0)
 
-  sentinels = tf.where(prefix_lm, 0, layout.spans)
+  num_sentinels = tf.where(prefix_lm, 0, layout.spans)
   inputs = _gather_slots(
       [(mode, first_of_span & (mode != 0)), (sentinel, has_sentinel), (tokens, ~is_noise)],
-      int(use_mode_tokens) + layout.lengths - layout.noise + sentinels)
-  targets = _gather_slots([(sentinel, has_sentinel), (tokens, is_noise)], layout.noise + sentinels)
+      int(use_mode_tokens) + layout.lengths - layout.noise + num_sentinels)
+  targets = _gather_slots([(sentinel, has_sentinel), (tokens, is_noise)],
+                          layout.noise + num_sentinels)
   return inputs, targets
 
 
