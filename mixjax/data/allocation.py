@@ -1,0 +1,97 @@
+"""Exact per-step row counts for a scheduled mixture, and where each row sits in the batch.
+
+The batch at step t has R rows; the schedule gives weights w_D(t). By the end of step t domain d
+is owed R * sum_{s<=t} w_d(s) rows. Each step hands out R rows by largest remainder of what each
+domain is still owed (the carry), so cumulative counts stay within about a row of the schedule's
+integral: every block of steps holds the scheduled counts, not just in expectation. A domain
+whose weight is 0 at step t gets no rows then.
+
+Counts depend only on the schedule and the step, so the rows each domain has given up to step
+t are a pure function of (schedule, t); the carry is kept in the state as well, so that a run
+may continue under a different schedule from a checkpoint (branching for a cooldown). Where
+each row sits in the batch is a seeded permutation (see scheduled_pipeline), keyed by
+`shuffle_key(seed, shard)` and the step.
+"""
+
+import dataclasses
+import zlib
+import numpy as np
+
+from mixjax.data import mixtures
+
+
+def apportion(owed_D: np.ndarray, eligible_D: np.ndarray, total: int) -> np.ndarray:
+  """Integer counts `[D]` summing to `total`, given to `eligible_D` domains by largest owed
+  remainder (ties to the first domain). `owed_D` may be fractional or slightly negative."""
+  if not eligible_D.any():
+    raise ValueError("apportion: no eligible domain.")
+  counts_D = np.where(eligible_D, np.maximum(np.floor(owed_D), 0), 0).astype(np.int64)
+  while counts_D.sum() < total:
+    counts_D[np.argmax(np.where(eligible_D, owed_D - counts_D, -np.inf))] += 1
+  while counts_D.sum() > total:
+    over_D = np.where(eligible_D & (counts_D > 0), owed_D - counts_D, np.inf)
+    counts_D[np.argmin(over_D)] -= 1
+  return counts_D
+
+
+@dataclasses.dataclass(frozen=True)
+class AllocationState:
+  """After `step` batches: rows given per domain, and rows still owed (the carry)."""
+  step: int
+  rows_D: tuple[int, ...]
+  owed_D: tuple[float, ...]
+
+  @classmethod
+  def start(cls, num_domains: int) -> "AllocationState":
+    return cls(0, (0,) * num_domains, (0.0,) * num_domains)
+
+
+class RowAllocator:
+  """Steps through a resolved schedule, `rows_per_step` rows a batch."""
+
+  def __init__(self, schedule: mixtures.ResolvedSchedule, rows_per_step: int,
+               state: AllocationState | None = None):
+    self.schedule, self.rows_per_step = schedule, rows_per_step
+    self.state = state or AllocationState.start(len(schedule.domains))
+
+  def next(self) -> np.ndarray:
+    """Counts `[D]` for the next batch; advances the state."""
+    s = self.state
+    w_D = self.schedule.weights_D(s.step)
+    owed_D = np.asarray(s.owed_D) + self.rows_per_step * w_D
+    counts_D = apportion(owed_D, w_D > 0, self.rows_per_step)
+    self.state = AllocationState(s.step + 1, tuple(int(r) for r in np.add(s.rows_D, counts_D)),
+                                 tuple(float(o) for o in owed_D - counts_D))
+    return counts_D
+
+  def advance_to(self, step: int) -> AllocationState:
+    while self.state.step < step:
+      self.next()
+    return self.state
+
+
+def state_at(schedule: mixtures.ResolvedSchedule, rows_per_step: int, step: int) -> AllocationState:
+  """The pure-function state after `step` batches of a fresh run."""
+  return RowAllocator(schedule, rows_per_step).advance_to(step)
+
+
+def count_table(schedule: mixtures.ResolvedSchedule, rows_per_step: int, start: AllocationState,
+                end_step: int) -> np.ndarray:
+  """Counts `[S, D]` of the batches at steps [start.step, end_step), continuing from `start`."""
+  allocator = RowAllocator(schedule, rows_per_step, start)
+  counts_SD = [allocator.next() for _ in range(max(end_step - start.step, 0))]
+  return np.asarray(counts_SD, np.int64).reshape(-1, len(schedule.domains))
+
+
+def shuffle_key(seed: int, shard: int) -> int:
+  """Key of the seeded permutation that places one shard's rows in its batch at each step."""
+  return int(np.random.SeedSequence([seed, shard, _SLOT_STREAM]).generate_state(1)[0])
+
+
+_SLOT_STREAM = zlib.crc32(b"mixjax.allocation.slots")
+
+
+def domain_seed(seed: int, task_name: str) -> int:
+  """The shuffle seed of one domain's row stream: a pure function of (seed, task name)."""
+  return int(np.random.SeedSequence([seed, zlib.crc32(task_name.encode())]).generate_state(1)[0]
+             % (2**31 - 1))
