@@ -245,10 +245,11 @@ def test_neighbours_are_exact_for_flat_and_exclude_self():
   np.testing.assert_allclose(sim, np.sort(sims, axis=1)[:, ::-1][:, :5], rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["ivf", "ivfpq"])
-def test_index_built_from_merged_shards_matches_one_build(kind):
+@pytest.mark.parametrize("kind,hnsw_lists", [("ivf", 10**6), ("ivf", 8), ("ivfpq", 10**6)])
+def test_index_built_from_merged_shards_matches_one_build(kind, hnsw_lists):
   emb, _, _ = _random_knn(3000, 1)
-  spec = iclm_knn.IndexSpec(kind=kind, nlist=8, nprobe=8, pq_bytes=4).resolve(len(emb))
+  spec = iclm_knn.IndexSpec(kind=kind, nlist=8, nprobe=8, pq_bytes=4,
+                            hnsw_quantizer_lists=hnsw_lists).resolve(len(emb))
   trained = iclm_knn.empty_index(spec, emb, 0)
   whole = iclm_knn.copy(trained)
   iclm_knn.add(whole, emb, 0)
@@ -335,6 +336,21 @@ def test_mean_pooled_lm_embedder_pools_over_real_tokens_only():
   emb = embedder.embed(["aaaa", "aaaaaaaa", "ab"], {})
   np.testing.assert_allclose(emb[0], emb[1])  # truncated to max_tokens
   assert emb.shape == (3, width) and emb[2] @ emb[0] < 1
+
+
+def test_checkpoint_embedder_pools_a_decoders_final_hidden_states():
+  from mixjax.models import transformer  # pylint: disable=g-import-not-at-top  (JAX model)
+  import jax  # pylint: disable=g-import-not-at-top
+
+  config = transformer.TransformerConfig(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                                         head_dim=16, mlp_dim=64)
+  model = transformer.build_model(config)
+  params = model.init(jax.random.key(0), np.zeros((1, 8), np.int32))["params"]
+  embedder = iclm_embed.MeanPooledLMEmbedder(iclm_embed.decoder_hidden_fn(model, params))
+  emb = embedder.embed(["a short one", "a much longer document " * 20, "a short one"], {})
+  assert emb.shape == (3, 32)
+  np.testing.assert_allclose(emb[0], emb[2], atol=1e-6)
+  np.testing.assert_allclose(emb[0], embedder.embed(["a short one"], {})[0], atol=1e-5)
 
 
 def test_line_index_handles_missing_final_newline_and_empty_files(tmp_path):

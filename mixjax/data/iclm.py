@@ -21,11 +21,11 @@ embedding, neighbour and order files index.
 
 import collections
 import dataclasses
+import functools
 import json
 import os
 import shutil
-import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import tqdm
@@ -49,8 +49,8 @@ class IclmConfig:
   inputs: tuple[str, ...]
   output_dir: str
   embedder: str = "hashed"          # a key of EMBEDDERS
-  embedder_path: str = ""           # model directory for the model-based embedders
-  dim: int = 256                    # hashed embedder width
+  embedder_path: str = ""           # sentence_transformers: model dir; checkpoint: MODEL_DIR
+  dim: int = 128                    # hashed embedder width
   fit_docs: int = 100_000           # sample the embedder statistics are fitted on
   k: int = 20                       # neighbours per document
   index: iclm_knn.IndexSpec = iclm_knn.IndexSpec()
@@ -82,18 +82,10 @@ class IclmConfig:
     return json.loads(json.dumps(fields))
 
 
-def _checkpoint_embedder(config: IclmConfig) -> iclm_embed.Embedder:
-  del config
-  raise NotImplementedError(
-      "The checkpoint embedder needs mixjax's checkpoint restore API, which is not settled yet; "
-      "build an iclm_embed.MeanPooledLMEmbedder around your model's hidden states and pass it "
-      "to iclm.run(..., embedder=...).")
-
-
 EMBEDDERS: dict[str, Callable[[IclmConfig], iclm_embed.Embedder]] = {
     "hashed": lambda c: iclm_embed.HashedTfidfEmbedder(dim=c.dim),
     "sentence_transformers": lambda c: iclm_embed.SentenceTransformerEmbedder(c.embedder_path),
-    "checkpoint": _checkpoint_embedder,
+    "checkpoint": lambda c: iclm_embed.CheckpointEmbedder(c.embedder_path),
 }
 
 
@@ -136,8 +128,9 @@ class Workdir:
                                                 and name.endswith(".jsonl")):
         os.remove(os.path.join(self.root, name))
 
-  def bar(self, stage: str, total: int, unit: str = "doc") -> tqdm.tqdm:
-    return tqdm.tqdm(total=total, desc=f"iclm {stage}", unit=unit, unit_scale=True,
+  def bar(self, stage: str, total: int, unit: str = "doc", iterable=None) -> tqdm.tqdm:
+    """The stage's progress bar (over `iterable` when given)."""
+    return tqdm.tqdm(iterable, total=total, desc=f"iclm {stage}", unit=unit, unit_scale=True,
                      disable=not self.config.progress, dynamic_ncols=True)
 
 
@@ -166,7 +159,8 @@ def scan(wd: Workdir) -> iclm_io.LineIndex:
   path = os.path.join(wd.stage("scan"), "lines.npz")
   if wd.done("scan"):
     return iclm_io.LineIndex.load(path)
-  index = iclm_io.scan_lines(wd.config.inputs)
+  with wd.bar("scan", len(wd.config.inputs), unit="file") as bar:
+    index = iclm_io.scan_lines(wd.config.inputs, progress=bar.update)
   index.save(path)
   iclm_io.mark_done(wd.stage("scan"), {"lines": len(index)})
   return index
@@ -187,10 +181,10 @@ def fit(wd: Workdir, index: iclm_io.LineIndex, embedder: iclm_embed.Embedder) ->
   if wd.done("fit"):
     return iclm_io.load_npz(path)
   num = min(len(index), wd.config.fit_docs)
-  sample_L = np.unique(np.linspace(0, len(index) - 1, num).astype(np.int64)) if num else []
+  sample_L = np.unique(np.linspace(0, max(len(index) - 1, 0), num).astype(np.int64))
+  parsed = _parse_lines(iclm_io.LineReader(index), sample_L)
   # Bad lines are left out of the sample here; the embed stage counts or reports them.
-  texts = [r["text"] for _, r, _ in _parse_lines(iclm_io.LineReader(index), np.asarray(
-      sample_L, np.int64)) if r is not None]
+  texts = [r["text"] for _, r, _ in wd.bar("fit", len(sample_L), iterable=parsed) if r is not None]
   state = embedder.fit(texts)
   iclm_io.save_npz(path, **state)
   iclm_io.mark_done(wd.stage("fit"), {"sample_docs": len(texts)})
@@ -313,7 +307,8 @@ def collect_docs(wd: Workdir, index: iclm_io.LineIndex) -> Docs:
   path = os.path.join(wd.stage("docs"), "docs.npz")
   if wd.done("docs"):
     return Docs(**iclm_io.load_npz(path))
-  shards = [iclm_io.load_npz(p) for p in _embed_shard_files(wd)]
+  files = _embed_shard_files(wd)
+  shards = [iclm_io.load_npz(p) for p in wd.bar("docs", len(files), "shard", files)]
   cat = lambda key: np.concatenate([s[key] for s in shards])
   line_E, id_E, nbytes_E = cat("line_N"), cat("id_N"), cat("nbytes_N")
   dup_E, pairs = _duplicate_ids(id_E)
@@ -531,8 +526,14 @@ def write(wd: Workdir, index: iclm_io.LineIndex, docs: Docs, result: Order,
   return write_report(wd, index)
 
 
+def stage_info(wd: Workdir, stage: str) -> dict:
+  """What a finished stage recorded in its marker (without the marker's timestamp)."""
+  info = iclm_io.load_json(os.path.join(wd.stage(stage), iclm_io.DONE))
+  return {k: v for k, v in info.items() if k != "done_at"}
+
+
 def write_report(wd: Workdir, index: iclm_io.LineIndex) -> dict:
-  load = lambda stage: iclm_io.load_json(os.path.join(wd.stage(stage), iclm_io.DONE))
+  load = functools.partial(stage_info, wd)
   skipped = iclm_io.load_json(os.path.join(wd.stage("docs"), "skipped.json"))
   report = {"input_lines": len(index), "skipped": skipped, **load("order"),
             "index": load("index"), "embedder": wd.config.embedder,

@@ -11,10 +11,12 @@ dimensions picked by its hash). Tokenising, hashing and projecting run as numpy 
 over a whole batch of texts at once, with no Python work per word.
 
 `sentence_transformers` (the `[embed]` extra) loads a model from a local path; `checkpoint`
-mean-pools the hidden states of a mixjax language model.
+mean-pools the final hidden states of a trained mixjax decoder (its run's MODEL_DIR), as the
+public ICLM code mean-pools Contriever's over the first 510 tokens.
 """
 
 import dataclasses
+import functools
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -201,3 +203,45 @@ class MeanPooledLMEmbedder:
     hidden_BTD = np.asarray(self.hidden_fn(tokens_BT, mask_BT), np.float32)
     summed_BD = np.einsum("btd,bt->bd", hidden_BTD, mask_BT.astype(np.float32))
     return _normalise(summed_BD / np.maximum(mask_BT.sum(1, keepdims=True), 1))
+
+
+def decoder_hidden_fn(model, params) -> HiddenFn:
+  """Jitted hidden states of a mixjax `Decoder`: the output of its final norm, `[B, T, D]`."""
+  import jax  # pylint: disable=g-import-not-at-top  (the default embedder needs no JAX)
+
+  def hidden(tokens_BT, mask_BT):
+    _, state = model.apply({"params": params}, tokens_BT, segment_ids_BT=mask_BT.astype("int32"),
+                           capture_intermediates=lambda module, _: module.name == "final_norm",
+                           mutable=["intermediates"])
+    return state["intermediates"]["final_norm"]["__call__"][0]
+  return jax.jit(hidden)
+
+
+@functools.lru_cache(maxsize=4)
+def _checkpoint_hidden_fn(model_dir: str) -> HiddenFn:
+  # pylint: disable=g-import-not-at-top  (JAX, Flax and orbax only for this embedder)
+  from mixjax.models import transformer
+  from mixjax.training import checkpoints
+  model_config, _, params = checkpoints.restore_for_inference(model_dir)
+  if model_config.architecture != "decoder":
+    raise ValueError(f"The checkpoint embedder reads decoder-only runs; {model_dir} holds a "
+                     f"{model_config.architecture!r} model.")
+  return decoder_hidden_fn(transformer.build_model(model_config), params)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointEmbedder:
+  """Mean-pooled final hidden states of the newest checkpoint of a mixjax run (its MODEL_DIR)."""
+  model_dir: str
+  max_tokens: int = 510
+  batch_size: int = 32
+  dim: int = 0
+
+  def fit(self, texts: Sequence[str]) -> State:
+    del texts
+    return {}
+
+  def embed(self, texts: Sequence[str], state: State) -> np.ndarray:
+    pooled = MeanPooledLMEmbedder(_checkpoint_hidden_fn(self.model_dir), self.max_tokens,
+                                  self.batch_size)
+    return pooled.embed(texts, state)

@@ -10,7 +10,8 @@ import contextlib
 import dataclasses
 import json
 import os
-from typing import Iterator, Sequence
+import time
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -58,7 +59,8 @@ def is_done(stage_dir: str) -> bool:
 
 
 def mark_done(stage_dir: str, info: dict | None = None) -> None:
-  save_json(os.path.join(stage_dir, DONE), info or {})
+  """Writes the stage's completion marker: `info` plus `done_at` (Unix time, for benchmarks)."""
+  save_json(os.path.join(stage_dir, DONE), {**(info or {}), "done_at": time.time()})
 
 
 def run_starts(x_sorted: np.ndarray) -> np.ndarray:
@@ -131,13 +133,16 @@ def _line_spans(path: str) -> tuple[np.ndarray, np.ndarray]:
   return starts, ends
 
 
-def scan_lines(paths: Sequence[str]) -> LineIndex:
-  """Indexes the lines of `paths` (a missing file raises, naming it)."""
+def scan_lines(paths: Sequence[str], progress: Callable[[int], None] = lambda n: None) -> LineIndex:
+  """Indexes the lines of `paths` (a missing file raises, naming it); `progress(1)` per file."""
   missing = [p for p in paths if not os.path.isfile(p)]
   if missing:
     raise FileNotFoundError(f"Input file(s) not found: {', '.join(missing)}. Pass existing JSONL "
                             f"files, comma-separated.")
-  spans = [_line_spans(p) for p in paths]
+  spans = []
+  for p in paths:
+    spans.append(_line_spans(p))
+    progress(1)
   counts = np.array([len(s) for s, _ in spans], np.int64)
   return LineIndex(
       paths=tuple(os.path.abspath(p) for p in paths),

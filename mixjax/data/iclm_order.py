@@ -231,8 +231,7 @@ def adjacent_pairs_similarity(emb_ND: np.ndarray, order_N: np.ndarray,
   out = np.zeros(max(len(order_N) - 1, 0), np.float32)
   for s in range(0, len(out), chunk):
     a, b = order_N[s:s + chunk], order_N[s + 1:s + chunk + 1]
-    out[s:s + len(b)] = np.einsum("nd,nd->n", emb_ND[a[:len(b)]].astype(np.float32),
-                                  emb_ND[b].astype(np.float32))
+    out[s:s + len(b)] = np.einsum("nd,nd->n", emb_ND[a[:len(b)]], emb_ND[b], dtype=np.float32)
   return out
 
 
