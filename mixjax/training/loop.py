@@ -140,11 +140,14 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
       if step == start_step + 1:
         _write_operative_config(run.model_dir)
       final = step == end_step
-      if final or (eval_config.period and step % eval_config.period == 0):
+      evaluate_now = final or (eval_config.period and step % eval_config.period == 0)
+      save_now = ckpt.should_save(step, final)
+      if evaluate_now or save_now:  # log before saving: a run killed after it loses no line
         last.update(log_train(*pending))
         pending = None
+      if evaluate_now:
         last.update(evaluate(step))
-      if ckpt.should_save(step, final):
+      if save_now:
         ckpt.save(step, state, batches.state())
     if pending is not None:
       last.update(log_train(*pending))
