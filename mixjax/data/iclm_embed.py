@@ -141,8 +141,16 @@ class HashedTfidfEmbedder:
     return _normalise(emb.reshape(len(texts), self.dim))
 
 
+class _PretrainedEmbedder:
+  """An embedder with nothing to fit on the corpus."""
+
+  def fit(self, texts: Sequence[str]) -> State:
+    del texts
+    return {}
+
+
 @dataclasses.dataclass(frozen=True)
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(_PretrainedEmbedder):
   """A sentence-transformers model loaded from a local directory (needs the `[embed]` extra)."""
   path: str
   dim: int = 0  # taken from the model when 0
@@ -156,10 +164,6 @@ class SentenceTransformerEmbedder:
                         "pip install -e '.[embed]'.") from e
     return sentence_transformers.SentenceTransformer(self.path, device="cpu")
 
-  def fit(self, texts: Sequence[str]) -> State:
-    del texts
-    return {}
-
   def embed(self, texts: Sequence[str], state: State) -> np.ndarray:
     del state
     emb_ND = self._model().encode(list(texts), batch_size=self.batch_size,
@@ -172,7 +176,7 @@ HiddenFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
-class MeanPooledLMEmbedder:
+class MeanPooledLMEmbedder(_PretrainedEmbedder):
   """Mean of a language model's hidden states over each document's first `max_tokens` tokens.
 
   As in the public ICLM code (Contriever over the first 510 tokens). `hidden_fn` is called on
@@ -182,10 +186,6 @@ class MeanPooledLMEmbedder:
   max_tokens: int = 510
   batch_size: int = 32
   dim: int = 0
-
-  def fit(self, texts: Sequence[str]) -> State:
-    del texts
-    return {}
 
   def embed(self, texts: Sequence[str], state: State) -> np.ndarray:
     del state
@@ -230,16 +230,12 @@ def _checkpoint_hidden_fn(model_dir: str) -> HiddenFn:
 
 
 @dataclasses.dataclass(frozen=True)
-class CheckpointEmbedder:
+class CheckpointEmbedder(_PretrainedEmbedder):
   """Mean-pooled final hidden states of the newest checkpoint of a mixjax run (its MODEL_DIR)."""
   model_dir: str
   max_tokens: int = 510
   batch_size: int = 32
   dim: int = 0
-
-  def fit(self, texts: Sequence[str]) -> State:
-    del texts
-    return {}
 
   def embed(self, texts: Sequence[str], state: State) -> np.ndarray:
     pooled = MeanPooledLMEmbedder(_checkpoint_hidden_fn(self.model_dir), self.max_tokens,
