@@ -254,12 +254,14 @@ def test_index_built_from_merged_shards_matches_one_build(kind, hnsw_lists):
   whole = iclm_knn.copy(trained)
   iclm_knn.add(whole, emb, 0)
   parts = [iclm_knn.copy(trained) for _ in range(3)]
-  for i, part in enumerate(parts):
-    iclm_knn.add(part, emb[i * 1000:(i + 1) * 1000], i * 1000)
+  for i, part in enumerate(parts):  # as the pipeline adds: into lists found once, kept for search
+    rows = emb[i * 1000:(i + 1) * 1000]
+    iclm_knn.add(part, rows, i * 1000, iclm_knn.coarse(part, rows))
   merged = iclm_knn.merge(parts)
   q = np.arange(0, 3000, 97)
   np.testing.assert_array_equal(iclm_knn.search(whole, emb[q], q, 4)[0],
-                                iclm_knn.search(merged, emb[q], q, 4)[0])
+                                iclm_knn.search(merged, emb[q], q, 4,
+                                                iclm_knn.coarse(merged, emb[q]))[0])
 
 
 def test_graph_rows_are_symmetric_and_most_similar_first():

@@ -376,9 +376,23 @@ def train_index(wd: Workdir, docs: Docs):
   return iclm_knn.empty_index(spec, np.concatenate(parts), wd.config.seed)
 
 
+def _coarse_path(wd: Workdir, docs: Docs, shard: int) -> str:
+  return iclm_io.shard_path(wd.stage("index"), shard, len(docs.rows_S), prefix="coarse")
+
+
 def add_shard(wd: Workdir, docs: Docs, index, shard: int) -> None:
+  """Adds a shard's documents; keeps their nearest lists (IVF) for the knn stage to reuse."""
   first, emb_ND = shard_embeddings(wd, docs, shard)
-  iclm_knn.add(index, emb_ND, first)
+  assigned = iclm_knn.coarse(index, emb_ND)
+  if assigned is not None:
+    iclm_io.save_npz(_coarse_path(wd, docs, shard), lists_QP=assigned.lists_QP.astype(np.int32),
+                     sim_QP=assigned.sim_QP)
+  iclm_knn.add(index, emb_ND, first, assigned)
+
+
+def _load_coarse(wd: Workdir, docs: Docs, shard: int) -> iclm_knn.Coarse | None:
+  path = _coarse_path(wd, docs, shard)
+  return iclm_knn.Coarse(**iclm_io.load_npz(path)) if os.path.exists(path) else None
 
 
 def index_path(wd: Workdir, name: str = "index") -> str:
@@ -406,7 +420,7 @@ def build_index(wd: Workdir, docs: Docs) -> None:
 def search_shard(wd: Workdir, docs: Docs, index, shard: int) -> None:
   first, emb_ND = shard_embeddings(wd, docs, shard)
   nbr_QK, sim_QK = iclm_knn.search(index, emb_ND, np.arange(first, first + len(emb_ND)),
-                                   wd.config.k)
+                                   wd.config.k, _load_coarse(wd, docs, shard))
   iclm_io.save_npz(iclm_io.shard_path(wd.stage("knn"), shard, len(docs.rows_S)),
                    nbr_NK=nbr_QK, sim_NK=sim_QK)
 

@@ -113,10 +113,34 @@ def copy(index: faiss.Index) -> faiss.Index:
   return faiss.clone_index(index)
 
 
-def add(index: faiss.Index, emb_ND: np.ndarray, first_id: int) -> None:
-  """Adds rows under global ids `first_id, first_id + 1, ...`."""
+@dataclasses.dataclass(frozen=True)
+class Coarse:
+  """The `nprobe` nearest inverted lists of each vector (`lists_QP[:, 0]` is where it is stored),
+  computed once when adding and reused when searching: at 1M documents finding them costs about
+  as much as scanning them."""
+  lists_QP: np.ndarray  # int64
+  sim_QP: np.ndarray    # float32
+
+
+def coarse(index: faiss.Index, emb_ND: np.ndarray) -> Coarse | None:
+  """The nearest lists of each row, for IVF indexes (None for the others)."""
+  if not isinstance(index, faiss.IndexIVF):
+    return None
+  sim_QP, lists_QP = index.quantizer.search(np.ascontiguousarray(emb_ND, np.float32), index.nprobe)
+  return Coarse(lists_QP, sim_QP)
+
+
+def add(index: faiss.Index, emb_ND: np.ndarray, first_id: int,
+        assigned: Coarse | None = None) -> None:
+  """Adds rows under global ids `first_id, first_id + 1, ...` (into `assigned` lists if given)."""
+  x_ND = np.ascontiguousarray(emb_ND, np.float32)
   ids = np.arange(first_id, first_id + len(emb_ND), dtype=np.int64)
-  index.add_with_ids(np.ascontiguousarray(emb_ND, np.float32), ids)
+  if assigned is None:
+    index.add_with_ids(x_ND, ids)
+    return
+  lists_N = np.ascontiguousarray(assigned.lists_QP[:, 0], np.int64)
+  # Named arrays: faiss.swig_ptr does not keep its argument alive.
+  index.add_core(len(x_ND), faiss.swig_ptr(x_ND), faiss.swig_ptr(ids), faiss.swig_ptr(lists_N))
 
 
 def merge(indexes: list[faiss.Index]) -> faiss.Index:
@@ -127,27 +151,29 @@ def merge(indexes: list[faiss.Index]) -> faiss.Index:
   return merged
 
 
-def _search_in_list_order(index: faiss.Index, x_QD: np.ndarray,
-                          k: int) -> tuple[np.ndarray, np.ndarray]:
+def _search_in_list_order(index: faiss.Index, x_QD: np.ndarray, k: int,
+                          assigned: Coarse | None) -> tuple[np.ndarray, np.ndarray]:
   """`index.search`, with IVF queries taken in the order of their nearest list (same results)."""
-  if not isinstance(index, faiss.IndexIVF):
+  assigned = assigned or coarse(index, x_QD)
+  if assigned is None:
     return index.search(x_QD, k)
-  coarse_sim_QP, coarse_QP = index.quantizer.search(x_QD, index.nprobe)
-  perm_Q = np.argsort(coarse_QP[:, 0], kind="stable")
-  sim_QK, nbr_QK = index.search_preassigned(x_QD[perm_Q], k, coarse_QP[perm_Q],
-                                          coarse_sim_QP[perm_Q])
+  perm_Q = np.argsort(assigned.lists_QP[:, 0], kind="stable")
+  sim_QK, nbr_QK = index.search_preassigned(
+      x_QD[perm_Q], k, assigned.lists_QP[perm_Q].astype(np.int64),
+      assigned.sim_QP[perm_Q].astype(np.float32))
   inverse_Q = np.empty_like(perm_Q)
   inverse_Q[perm_Q] = np.arange(len(perm_Q))
   return sim_QK[inverse_Q], nbr_QK[inverse_Q]
 
 
-def search(index: faiss.Index, emb_QD: np.ndarray, ids_Q: np.ndarray,
-           k: int) -> tuple[np.ndarray, np.ndarray]:
+def search(index: faiss.Index, emb_QD: np.ndarray, ids_Q: np.ndarray, k: int,
+           assigned: Coarse | None = None) -> tuple[np.ndarray, np.ndarray]:
   """The `k` nearest other documents of each query `ids_Q[q]`, most similar first.
 
   Returns `(nbr_QK int32, sim_QK float32)`; slots with no neighbour found hold -1 and -inf.
   """
-  sim, nbr = _search_in_list_order(index, np.ascontiguousarray(emb_QD, np.float32), k + 1)
+  sim, nbr = _search_in_list_order(index, np.ascontiguousarray(emb_QD, np.float32), k + 1,
+                                   assigned)
   # Drop each query's own id; where the search missed it, drop the weakest result instead.
   drop = nbr == ids_Q[:, None]
   drop[~drop.any(axis=1), -1] = True
