@@ -2,19 +2,21 @@
 
 `run(config)` reorders JSONL documents so that each training context holds related documents:
 
-  stage   writes (under DIR/stages/<stage>/)            sharded
-  scan    lines.npz: where every input line is             -
-  fit     state.npz: embedder statistics (hashed: IDF)     -
-  embed   shard-*.npz: parsed, validated, embedded lines   by input lines
-  docs    docs.npz: documents kept (duplicate ids out)     -
-  index   index.faiss: neighbour index over all documents  -
-  knn     shard-*.npz: k nearest neighbours per document   by documents
-  order   order.npz: greedy paths, merged, into contexts   -
-  write   DIR/iclm-*-of-*.jsonl, DIR/report.json          by contexts
+  stage   writes (under DIR/stages/<stage>/)                 sharded
+  scan    lines.npz: where every input line is                  -
+  fit     state.npz: embedder statistics (hashed: IDF)          -
+  embed   shard-*.npz: parsed, validated, embedded lines        by input lines
+  docs    docs.npz, skipped.*: documents kept, lines skipped    -
+  index   index.faiss (+ coarse-*.npz: each shard's IVF lists)  - (Beam: by shard, then merged)
+  knn     shard-*.npz: k nearest neighbours per document        as embed
+  order   order.npz: greedy paths, merged, into contexts        -
+  write   DIR/iclm-*-of-*.jsonl, DIR/report.json               by contexts
 
 Each stage is complete once `_DONE` is in its directory, and each shard file appears atomically, so
 a rerun skips what is done and resumes the rest. Sharded stages can be split over machines
-(`worker=(i, n)` takes every n-th shard); `mixjax.data.iclm_beam` runs fit..knn as a Beam pipeline.
+(`worker=(i, n)` takes every n-th shard; run the single-step stages on one of them, e.g. with
+`until`, or each worker that gets there repeats them); `mixjax.data.iclm_beam` runs fit..knn as a
+Beam pipeline.
 Documents are numbered in input order after dropping skipped lines; that number is what the
 embedding, neighbour and order files index.
 """

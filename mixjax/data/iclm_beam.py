@@ -13,8 +13,14 @@ a sample, metadata, or index files whose inverted lists are concatenated.
 import dataclasses
 from typing import Sequence
 
-import apache_beam as beam
-from apache_beam.options import pipeline_options
+try:
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+except ImportError as e:
+  raise ImportError(
+      "The Beam runner needs the [beam] extra: pip install -e '.[beam]'. apache-beam 2.77 pins "
+      "protobuf < 7, which TensorFlow 2.21 cannot share: install it in its own virtualenv "
+      "(mixjax's ICLM stages need only numpy, faiss and tqdm there).") from e
 
 from mixjax.data import iclm
 from mixjax.data import iclm_io
