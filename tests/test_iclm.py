@@ -174,6 +174,13 @@ def test_bad_lines_skipped_are_counted_and_empty_lines_never_fail(tmp_path):
   assert any("in.jsonl:43: not valid UTF-8" in e for e in skipped["examples"])
 
 
+def test_no_usable_line_gives_an_empty_output_and_report(tmp_path):
+  path = _write_lines(tmp_path / "in.jsonl", [b"", b'{"id": 1}'])
+  report = iclm.run(_config([path], tmp_path / "out", skip_bad_records=True))
+  assert report["documents"] == 0 and report["skipped"]["total"] == 2
+  assert report["adjacent_similarity"] is None and _outputs(tmp_path / "out") == []
+
+
 def test_duplicate_ids_are_an_error_naming_both_lines(tmp_path):
   path = _write_lines(tmp_path / "in.jsonl", [_good(i) for i in range(10)] + [_good(4)])
   with pytest.raises(ValueError, match=r'(?s)id "d4" at .*in.jsonl:5 and .*in.jsonl:11'):

@@ -234,10 +234,10 @@ def adjacent_pairs_similarity(emb_ND: np.ndarray, order_N: np.ndarray,
   return out
 
 
-def adjacent_similarity(emb_ND: np.ndarray, order_N: np.ndarray) -> float:
-  """Mean similarity (cosine for normalised rows) of consecutive documents in `order_N`."""
+def adjacent_similarity(emb_ND: np.ndarray, order_N: np.ndarray) -> float | None:
+  """Mean similarity (cosine for normalised rows) of consecutive documents (None: no pairs)."""
   pairs = adjacent_pairs_similarity(emb_ND, order_N)
-  return float(pairs.mean()) if len(pairs) else float("nan")
+  return float(pairs.mean()) if len(pairs) else None
 
 
 def assign_contexts(tokens_N: np.ndarray, budget: int) -> np.ndarray:
