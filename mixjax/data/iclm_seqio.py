@@ -12,6 +12,7 @@ import json
 import os
 from typing import Iterator, Sequence
 
+import gin
 import numpy as np
 import seqio
 import tensorflow as tf
@@ -81,3 +82,16 @@ def register_iclm_task(name: str, output_dir: str,
       name, source=context_source(output_dir), output_features=lm_tasks.output_features(),
       preprocessors=[tokenize_context, seqio.preprocessors.append_eos_after_trim],
       shuffle_buffer_size=shuffle_buffer_size)
+
+
+@gin.configurable
+def iclm_task(output_dir: str = gin.REQUIRED, name: str = "mixjax_iclm") -> str:
+  """Registers the task over an ICLM output dir and returns its name, for gin:
+
+    MIXTURE_OR_TASK_NAME = @iclm_task()   # see gin/iclm.gin
+  """
+  if not glob.glob(os.path.join(output_dir, "*.jsonl")):
+    raise FileNotFoundError(f"No ICLM shards (*.jsonl) in {output_dir!r}; run "
+                            f"`python -m mixjax.iclm --input ... --output {output_dir}` first.")
+  register_iclm_task(name, output_dir)
+  return name

@@ -125,6 +125,8 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
 
   def evaluate(step):
     eval_metrics = evaluator.evaluate(state.params)
+    if not eval_metrics:  # no validation split and no probes (e.g. an ICLM task)
+      return {}
     writer.write(step, eval_metrics)
     progress.write(f"step {step}: {_format_eval(eval_metrics)}")
     return eval_metrics
