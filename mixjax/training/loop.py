@@ -68,7 +68,8 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
   run = run or RunConfig()
   data, model = data or pipeline.DataConfig(), model or transformer.TransformerConfig()
   optimizer, mesh = optimizer or optim.OptimizerConfig(), mesh or partitioning.MeshConfig()
-  checkpoint, eval_config = checkpoint or checkpoints.CheckpointConfig(), eval_config or evaluation.EvalConfig()
+  checkpoint = checkpoint or checkpoints.CheckpointConfig()
+  eval_config = eval_config or evaluation.EvalConfig()
   gin_utils.check_required(run, data)
   os.makedirs(run.model_dir, exist_ok=True)
   checkpoints.write_run_configs(run.model_dir, model=model, data=data, optimizer=optimizer,
