@@ -258,25 +258,24 @@ def test_static_and_scheduled_states_do_not_mix():
 
 
 def test_training_logs_accounting_per_domain_eval_and_a_plot(tmp_path):
-  kwargs = helpers.tiny_train_kwargs(tmp_path, mixture_tasks.MIX, steps=6, eval_period=3)
-  schedule = mixtures.upsample_at_end(mixture_tasks.MIX, 0.5, {"math": 4.0})
-  kwargs["data"] = _config(schedule, name=mixture_tasks.MIX)
+  kwargs = helpers.tiny_train_kwargs(tmp_path, mixture_tasks.TWO, steps=6, eval_period=3)
+  kwargs["data"] = _config(mixtures.upsample_at_end(mixture_tasks.TWO, 0.5, {"math": 4.0}))
   loop.train(**kwargs)
   lines = metrics_lib.read_metrics(tmp_path)
   train = [m for m in lines if "loss" in m]
   math = [m["mixture/math/weight_scheduled"] for m in train]
-  np.testing.assert_allclose(math, [0.15] * 3 + [0.6 / 1.45] * 3, rtol=1e-3)
+  np.testing.assert_allclose(math, [0.25] * 3 + [4 / 7] * 3)  # rates 1:3, then 4:3
   tokens = [m["mixture/web/tokens"] for m in train]
   assert all(b > a for a, b in zip(tokens, tokens[1:]))
   assert train[-1]["mixture/web/epochs"] == pytest.approx(
       tokens[-1] / accounting.count_domain_size(f"{mixture_tasks.PREFIX}_web", kwargs["data"],
                                                 200_000).tokens)
-  assert sum(train[-1][f"mixture/{d}/rows"] for d in DOMAINS) == 6 * 8
+  assert train[-1]["mixture/math/rows"] + train[-1]["mixture/web/rows"] == 6 * 8
   evals = [m for m in lines if "eval/math/loss" in m]
   assert [m["step"] for m in evals] == [3, 6]
-  assert all(f"probe/{d}/accuracy" in evals[-1] for d in ("bios", "math", "code", "prose"))
+  assert "eval/web/loss" in evals[-1] and "probe/math/accuracy" in evals[-1]
   svg = ElementTree.parse(plots.plot_mixture(str(tmp_path), window=2)).getroot()
-  assert len(svg.findall("{http://www.w3.org/2000/svg}polyline")) == 2 * len(DOMAINS)
+  assert len(svg.findall("{http://www.w3.org/2000/svg}polyline")) == 2 * 2  # per domain: 2 lines
 
 
 def _binary(args, log_path):
@@ -303,7 +302,7 @@ def _by_step(model_dir):
 
 def test_sigkill_mid_run_then_resume_matches_the_uninterrupted_run(tmp_path):
   (tmp_path / "tasks.gin").write_text("import tests.mixture_tasks\n")
-  steps = 40
+  steps = 16
   args = ["--gin_file=gin/runs/pretrain.gin", "--gin_file=gin/models/tiny.gin",
           f"--gin_file={tmp_path / 'tasks.gin'}", "--gin_file=gin/upsample.gin",
           f"--gin.MIXTURE_OR_TASK_NAME='{mixture_tasks.TWO}'",

@@ -70,7 +70,7 @@ class _StepRecord:
 
 
 class ScheduledBatchIterator(Iterator[dict]):
-  """Infinite iterator of this host's share of each scheduled global batch, as numpy dicts."""
+  """This host's share of each of the run's `total_steps` scheduled global batches (numpy)."""
 
   _HISTORY = 8  # steps of accounting kept for `step_metrics` (the loop logs one step late)
 
@@ -198,7 +198,8 @@ class ScheduledBatchIterator(Iterator[dict]):
     return metrics
 
   def state(self) -> dict:
-    """JSON-able state; sums tokens over processes (call on every host)."""
+    """JSON-able state: rows given and owed per domain by each shard (all shards alike), global
+    tokens (summed over processes: call on every host) and the domain sizes."""
     s, domains = self._allocator.state, self.ctx.domains
     tokens_D = self._tokens_D(self._local_tokens_D)
     return {"kind": STATE_KIND, "step": s.step, "seed": self._seed, "num_shards": self.num_shards,
