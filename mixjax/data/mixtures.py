@@ -335,7 +335,8 @@ def _at(segment: Segment, step: int) -> np.ndarray:
 @gin.configurable
 def stages(stages: Sequence[tuple[Any, Any, Any]] = gin.REQUIRED) -> Schedule:  # pylint: disable=redefined-outer-name
   """Stages `(start, end, rates_or_schedule)` that tile training, e.g.
-  `[(0.0, 0.8, 'mixjax_synthetic_mix'), (0.8, 1.0, {'math': 1.0, 'web': 1.0})]`."""
+  `[(0.0, 0.8, 'mixjax_synthetic_mix'), (0.8, 1.0, {'math': 1.0, 'web': 1.0})]`. A nested
+  schedule (e.g. a ramp) is read on the run's own steps, clipped to its stage."""
   return _Stages(tuple(tuple(s) if isinstance(s, list) else s for s in stages))
 
 
