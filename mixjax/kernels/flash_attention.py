@@ -498,7 +498,7 @@ def _backward_dkv(q_BTHD, k_BSKD, v_BSKD, do_BTHD, lse_BHT1, delta_BHT1, start_B
   _, kv_len, num_kv_heads, _ = k_BSKD.shape
   group = num_heads // num_kv_heads
   block_q, block_k = cfg.block_sizes.block_q_dkv, cfg.block_sizes.block_k_dkv
-  num_q_blocks, num_k_blocks = q_len // block_q, kv_len // block_k
+  num_k_blocks = kv_len // block_k
   table_BN4 = block_table(start_BT, end_BT, block_q, block_k)
   key_table = _transpose_table(table_BN4, num_k_blocks).reshape(-1)
   queries = pl.BlockSpec((None, q_len, group * head_dim), lambda b, h, j: (b, 0, h))

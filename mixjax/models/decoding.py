@@ -7,7 +7,6 @@ sentinels are shown back as `<X0>`, `<X1>`, ….
 """
 
 import functools
-import re
 
 import jax
 import jax.numpy as jnp

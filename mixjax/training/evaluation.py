@@ -7,12 +7,10 @@ best. Chance is 1 / number of candidates.
 """
 
 import dataclasses
-import functools
 
 import flax.linen as nn
 import gin
 import jax
-import jax.numpy as jnp
 import numpy as np
 import seqio
 
