@@ -273,7 +273,7 @@ def test_training_logs_accounting_per_domain_eval_and_a_plot(tmp_path):
   assert train[-1]["mixture/math/rows"] + train[-1]["mixture/web/rows"] == 6 * 8
   evals = [m for m in lines if "eval/math/loss" in m]
   assert [m["step"] for m in evals] == [3, 6]
-  assert "eval/web/loss" in evals[-1] and "probe/math/accuracy" in evals[-1]
+  assert "eval/web/loss" in evals[-1] and "probe/math/arithmetic/accuracy" in evals[-1]
   svg = ElementTree.parse(plots.plot_mixture(str(tmp_path), window=2)).getroot()
   assert len(svg.findall("{http://www.w3.org/2000/svg}polyline")) == 2 * 2  # per domain: 2 lines
 

@@ -13,7 +13,7 @@ from mixjax.data import synthetic
 
 CONFIG = synthetic.CorpusConfig(num_docs=1500, seed=3, num_probes=120)
 # sha256 prefix of a small corpus (see test_golden_digest); the same on Python 3.10-3.13.
-GOLDEN_DIGEST = "4a1d1573ba2d06f7"
+GOLDEN_DIGEST = "26f160f4388d6e8d"
 
 
 @pytest.fixture(scope="module")
@@ -117,15 +117,20 @@ def test_train_and_validation_texts_are_disjoint(train, validation):
 # Probes.
 
 
-@pytest.mark.parametrize("domain", synthetic.PROBE_DOMAINS)
-def test_probe_format(domain):
-  probes = synthetic.probes(CONFIG, domain)
+PROBE_KINDS = [(d, k) for d in synthetic.PROBE_DOMAINS for k in synthetic.PROBE_KINDS[d]]
+# Kinds whose prompts are held out of train text (the agreement kind is a rule on few nouns).
+HELD_OUT_KINDS = [(d, k) for d, k in PROBE_KINDS if k != "agreement"]
+
+
+@pytest.mark.parametrize("domain,kind", PROBE_KINDS)
+def test_probe_format(domain, kind):
+  probes = synthetic.probes(CONFIG, domain, kind)
   assert len(probes) == CONFIG.num_probes
   assert len({p["id"] for p in probes}) == len(probes)
   assert len({p["prompt"] for p in probes}) == len(probes)
   assert len({len(p["candidates"]) for p in probes}) == 1
   for p in probes:
-    assert p["domain"] == domain
+    assert (p["domain"], p["kind"]) == (domain, kind)
     assert p["answer"] in p["candidates"]
     assert len(set(p["candidates"])) == len(p["candidates"]) >= 2
     assert all(c.startswith(" ") for c in p["candidates"])
@@ -138,16 +143,31 @@ def test_web_has_no_probes():
   assert "web" not in synthetic.PROBE_DOMAINS
 
 
-@pytest.mark.parametrize("domain", synthetic.PROBE_DOMAINS)
-def test_probe_prompts_never_occur_in_training(train, domain):
+def test_all_kinds_by_default_and_unknown_kind_is_named():
+  everything = synthetic.probes(CONFIG, "prose")
+  assert everything == (synthetic.probes(CONFIG, "prose", "attractor")
+                        + synthetic.probes(CONFIG, "prose", "agreement"))
+  with pytest.raises(ValueError, match="agreement"):
+    synthetic.probes(CONFIG, "prose", "closed_book")
+
+
+@pytest.mark.parametrize("domain,kind", HELD_OUT_KINDS)
+def test_probe_prompts_never_occur_in_training(train, domain, kind):
   haystack = _haystack(train)
-  leaked = [p["prompt"] for p in synthetic.probes(CONFIG, domain) if p["prompt"] in haystack]
+  leaked = [p["prompt"] for p in synthetic.probes(CONFIG, domain, kind)
+            if p["prompt"] in haystack]
   assert not leaked
+
+
+def test_agreement_probe_verb_follows_the_adjacent_subject():
+  plurals = {plural for _, plural in synthetic._NOUNS}
+  for p in synthetic.probes(CONFIG, "prose", "agreement"):
+    assert p["answer"].endswith("s") != (p["prompt"].split()[-1] in plurals), p
 
 
 def test_math_probe_problems_are_held_out_in_every_format(train):
   haystack = _haystack(train)
-  for p in synthetic.probes(CONFIG, "math"):
+  for p in synthetic.probes(CONFIG, "math", "arithmetic"):
     a, op, b = p["prompt"].removeprefix("Q: ").removesuffix(" =").split()
     assert int(p["answer"]) == {"+": int(a) + int(b), "-": int(a) - int(b),
                                 "*": int(a) * int(b)}[op]
@@ -159,38 +179,60 @@ def test_code_outputs_are_what_python_prints(train):
     for snippet in r["text"].split("\n\n"):
       program, _, output = snippet.rpartition("\n# output: ")
       assert _run_program(program) == output, snippet
-  for p in synthetic.probes(CONFIG, "code"):
+  for p in synthetic.probes(CONFIG, "code", "output"):
     assert _run_program(p["prompt"].removesuffix("\n# output:")) == p["answer"].strip()
 
 
 def test_prose_probe_answer_agrees_with_subject_not_attractor():
   plurals = {plural for _, plural in synthetic._NOUNS}
-  for p in synthetic.probes(CONFIG, "prose"):
+  for p in synthetic.probes(CONFIG, "prose", "attractor"):
     words = p["prompt"].split()
     subject_plural, attractor_plural = words[1] in plurals, words[-1] in plurals
     assert subject_plural != attractor_plural, p["prompt"]
     assert p["answer"].endswith("s") != subject_plural, p
 
 
+def _is_card(record):
+  return record["format"] == "qa_card"
+
+
 def test_bios_probes_ask_known_facts_in_an_unseen_form(train):
   bios = _by_domain(train, "bios")
-  for p in synthetic.probes(CONFIG, "bios"):
+  for p in synthetic.probes(CONFIG, "bios", "closed_book"):
     name = re.search(r"(?:of|was|did|does) ([A-Z]\w+ [A-Z]\w+)", p["prompt"]).group(1)
     about = [r for r in bios if r["name"] == name]
     assert about, f"{name} has no train bio"
-    assert not any(r["text"].startswith("Q: ") for r in about), f"{name} has QA text in train"
+    assert not any(_is_card(r) or "Q: " in r["text"] for r in about), f"{name} has QA in train"
     assert any(p["answer"].strip() in r["text"] for r in about), p
 
 
-def test_qa_text_in_train_for_some_people(train):
-  qa = [r for r in _by_domain(train, "bios") if r["text"].startswith("Q: ")]
-  assert len(qa) > 10
-  assert all("\nA: " in r["text"] for r in qa)
+def test_in_context_bios_probes_are_answered_by_their_card_alone(train):
+  carded = {r["name"] for r in _by_domain(train, "bios") if _is_card(r)}
+  for p in synthetic.probes(CONFIG, "bios", "in_context"):
+    card, question = p["prompt"].rsplit("\nQ: ", 1)
+    assert question.endswith("\nA:") and card.count(". ") == 1, p["prompt"]
+    assert p["answer"].strip() in card
+    assert not [c for c in p["candidates"] if c != p["answer"] and c.strip() in card], p
+    name = re.search(r"(?:of|was|did|does) ([A-Z]\w+ [A-Z]\w+)", question).group(1)
+    assert name in card.split(". ")[0], p["prompt"]
+    assert name not in carded, f"{name} has a QA card in train"
+
+
+def test_qa_cards_in_train_answer_their_first_question(train):
+  cards = [r for r in _by_domain(train, "bios") if _is_card(r)]
+  assert len(cards) > 10
+  for r in cards:
+    facts, *qa = r["text"].split("\n")
+    assert len(qa) == 4 and qa[0].startswith("Q: ") and qa[1].startswith("A: ")
+    assert qa[1].removeprefix("A: ") in facts, r["text"]
+    assert r["name"] in facts
+  lengths = sorted(len(r["text"]) for r in cards)
+  assert lengths[len(lengths) // 2] < 256  # most cards fit one quickstart row with their answers
 
 
 def test_too_few_people_for_probes_warns(caplog):
   config = synthetic.CorpusConfig(num_docs=100, num_probes=200)
-  probes = synthetic.probes(config, "bios")
+  probes = synthetic.probes(config, "bios", "closed_book")
   assert 0 < len(probes) < 200
   assert "raise num_docs" in caplog.text
 
@@ -205,19 +247,19 @@ def test_related_bios_name_each_other_and_share_employer_and_city(train):
   assert len(people) >= 90
   for r in bios:
     assert 1 <= len(r["related_people"]) <= 4
-    assert r["employer"] in r["text"]
+    assert _is_card(r) or r["employer"] in r["text"]
     for other in r["related_people"]:
       if other not in people:
         continue  # not every person has a bio in so small a corpus
       peer = people[other]
       assert r["person"] in peer["related_people"]
       assert (peer["employer"], peer["city"]) == (r["employer"], r["city"])
-      if not r["text"].startswith("Q: "):
+      if not _is_card(r):
         assert peer["name"] in r["text"], (r["text"], peer["name"])
 
 
 def test_related_bios_share_more_words_than_random_pairs(train):
-  bios = [r for r in _by_domain(train, "bios") if not r["text"].startswith("Q: ")]
+  bios = [r for r in _by_domain(train, "bios") if not _is_card(r)]
   words = {r["id"]: set(r["text"].split()) for r in bios}
   by_person = {}
   for r in bios:
@@ -301,7 +343,8 @@ def test_cli_writes_parseable_jsonl(tmp_path, capsys):
   on_disk = json.loads((out / "manifest.json").read_text())
   assert on_disk == manifest
   assert on_disk["config"]["num_docs"] == 300
-  assert on_disk["probe_counts"] == {d: 10 for d in synthetic.PROBE_DOMAINS}
+  assert on_disk["probe_counts"] == {d: {k: 10 for k in synthetic.PROBE_KINDS[d]}
+                                     for d in synthetic.PROBE_DOMAINS}
   assert on_disk["probe_chance"] == {"bios": 0.25, "math": 0.25, "code": 0.25, "prose": 0.5}
   config = synthetic.CorpusConfig(num_docs=300, seed=1, num_probes=10)
   for split in synthetic.SPLITS:
@@ -312,7 +355,10 @@ def test_cli_writes_parseable_jsonl(tmp_path, capsys):
       assert records == list(synthetic.iter_documents(config, split, domain))
   for domain in synthetic.PROBE_DOMAINS:
     records = [json.loads(l) for l in (out / "probes" / f"{domain}.jsonl").read_text().splitlines()]
-    assert [set(r) for r in records] == [{"id", "domain", "prompt", "answer", "candidates"}] * 10
+    kinds = synthetic.PROBE_KINDS[domain]
+    assert [set(r) for r in records] == [{"id", "domain", "kind", "prompt", "answer",
+                                          "candidates"}] * 10 * len(kinds)
+    assert [r["kind"] for r in records] == [k for k in kinds for _ in range(10)]
   assert '"train"' in capsys.readouterr().out
 
 

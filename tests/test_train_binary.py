@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+from mixjax.data import synthetic
 from mixjax.training import metrics as metrics_lib
 
 TINY_ARGS = [
@@ -40,7 +41,10 @@ def test_binary_trains_evaluates_checkpoints_and_resumes(tmp_path):
   domains = ("web", "bios", "math", "code", "prose")
   mean_loss = lambda m: sum(m[f"eval/{d}/loss"] for d in domains) / len(domains)  # noqa: E731
   assert mean_loss(evals[-1]) < mean_loss(evals[0])
-  assert 0.0 <= evals[-1]["probe/math/accuracy"] <= 1.0
+  probes = sorted(k for k in evals[-1] if k.startswith("probe/"))
+  assert probes == [f"probe/{d}/{k}/accuracy" for d in ("bios", "code", "math", "prose")
+                    for k in sorted(synthetic.PROBE_KINDS[d])]
+  assert all(0.0 <= evals[-1][k] <= 1.0 for k in probes)
   assert sorted(os.listdir(model_dir / "checkpoints")) == ["3", "6"]
   config = (model_dir / "config.gin").read_text()
   assert "BATCH_SIZE = 8" in config and "DataConfig.batch_size = %BATCH_SIZE" in config

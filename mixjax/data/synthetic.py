@@ -47,7 +47,7 @@ _MAX_VALIDATION_FRACTION = 0.5
 _MAX_BODY_CHARS = 450
 _BIOS_PER_PERSON = 3  # train bios per person; sets the population size
 _MIN_PEOPLE = 100  # enough probe people for 200 bios probes even in tiny corpora
-_QA_VERSION = 1  # a QA person's train bio number 1 is a QA sheet instead of a biography
+_QA_VERSION = 1  # a QA person's train bio number 1 is a QA card instead of a biography
 _PROBE_TRIES = 20  # draws per wanted probe before giving up on finding distinct ones
 _BLOCK_FORMAT = struct.Struct("<64Q")  # one block of random words
 
@@ -407,6 +407,11 @@ _QUESTIONS = (("birth_city", "Which city was {name} born in?"),
               ("employer", "Which company does {name} work for?"),
               ("job", "What is the job of {name}?"),
               ("hobby", "What does {name} do for fun?"))
+# Which `_BIO_FACTS` group states each questioned attribute, under which template field.
+_FACT_GROUPS = {"birth_city": 0, "birth_year": 0, "university": 1, "employer": 2, "job": 2,
+                "hobby": 3}
+_PLACEHOLDERS = {"job": "{job_a}", "birth_city": "{birth_city}", "birth_year": "{birth_year}",
+                 "university": "{university}", "employer": "{employer}", "hobby": "{hobby}"}
 _ANSWER_POOLS = {"birth_city": _CITIES, "birth_year": _BIRTH_YEARS, "university": _UNIVERSITIES,
                  "job": _JOBS, "hobby": _HOBBIES}
 
@@ -421,20 +426,54 @@ def _bio_fields(world: World, person: Person) -> dict[str, str]:
           "colleagues": _join_names([world.people[c].name for c in person.colleagues])}
 
 
+def _fact_sentences(world: World, person: Person, groups: Sequence[int], d: _Draws,
+                    name_first: bool = False, stating: str | None = None) -> list[str]:
+  """One sentence per `_BIO_FACTS` group in `groups`, in that order and in random wording.
+
+  Each sentence names the person or uses the pronoun at random (`name_first`: the first one
+  names them). `stating`: an attribute whose group's sentence must state it (not every wording
+  of the employer group names the job).
+  """
+  fields = _bio_fields(world, person)
+  sentences = []
+  for group in groups:
+    variants = _BIO_FACTS[group]
+    if stating is not None and group == _FACT_GROUPS[stating]:
+      variants = [v for v in variants if _PLACEHOLDERS[stating] in v]
+    named = d.chance(0.5) or (name_first and not sentences)
+    subj = person.name if named else person.pronoun
+    sentences.append(_sentence(d.choice(variants).format(subj=subj, **fields)))
+  return sentences
+
+
 def _bio_text(world: World, person: Person, version: int, d: _Draws) -> str:
   """An opening chosen by `version`, then the facts in random order and wording."""
-  fields = _bio_fields(world, person)
-  sentences = [_OPENINGS[version].format(**fields)]
-  for variants in d.shuffled(_BIO_FACTS):
-    subj = person.name if d.chance(0.5) else person.pronoun
-    sentences.append(_sentence(d.choice(variants).format(subj=subj, **fields)))
-  return " ".join(sentences)
+  opening = _OPENINGS[version].format(**_bio_fields(world, person))
+  groups = d.shuffled(range(len(_BIO_FACTS)))
+  return " ".join([opening] + _fact_sentences(world, person, groups, d))
 
 
-def _qa_text(person: Person, d: _Draws) -> str:
-  """A QA sheet about one person, in the probe format."""
+def _qa_lines(person: Person, questions: Sequence[tuple[str, str]]) -> str:
   return "\n".join(f"Q: {question.format(name=person.name)}\nA: {getattr(person, attr)}"
-                   for attr, question in d.shuffled(_QUESTIONS))
+                   for attr, question in questions)
+
+
+def _card(world: World, person: Person, attr: str, d: _Draws) -> str:
+  """Two fact sentences about a person, in random order: the one stating `attr` and another."""
+  other = d.choice([g for g in range(len(_BIO_FACTS)) if g != _FACT_GROUPS[attr]])
+  groups = d.shuffled([_FACT_GROUPS[attr], other])
+  return " ".join(_fact_sentences(world, person, groups, d, name_first=True, stating=attr))
+
+
+def _qa_card(world: World, person: Person, d: _Draws) -> str:
+  """A reading card: two facts about a person, a question the card answers, then another.
+
+  The second question is about any other attribute, so it is answered by the card or only by
+  the person's biographies (recall). The card fits one 256-byte row, so copying from it is
+  rewarded in training; the QA format is learnt from people other than the probe people.
+  """
+  (attr, question), second = d.sample(_QUESTIONS, 2)
+  return _card(world, person, attr, d) + "\n" + _qa_lines(person, [(attr, question), second])
 
 
 def _bios_doc(config: CorpusConfig, split: str, index: int, d: _Draws) -> dict:
@@ -444,11 +483,10 @@ def _bios_doc(config: CorpusConfig, split: str, index: int, d: _Draws) -> dict:
   person = world.people[person_index]
   # Train uses versions 0.._BIOS_PER_PERSON-1, validation the next ones.
   version = index // n + (0 if split == "train" else _BIOS_PER_PERSON)
-  if split == "train" and person.qa_in_train and version == _QA_VERSION:
-    text = _qa_text(person, d)
-  else:
-    text = _bio_text(world, person, version, d)
-  return {"text": text, "person": person.pid, "name": person.name,
+  is_card = split == "train" and person.qa_in_train and version == _QA_VERSION
+  text = _qa_card(world, person, d) if is_card else _bio_text(world, person, version, d)
+  return {"text": text, "format": "qa_card" if is_card else "bio",
+          "person": person.pid, "name": person.name,
           "related_people": [world.people[c].pid for c in person.colleagues],
           "city": person.city, "employer": person.employer}
 
@@ -461,7 +499,12 @@ def _probe_people(config: CorpusConfig) -> tuple[int, ...]:
   return tuple(p for p in seen if not world.people[p].qa_in_train)
 
 
+def _answer_pool(world: World, attr: str) -> Sequence[str]:
+  return world.employers if attr == "employer" else _ANSWER_POOLS[attr]
+
+
 def _bios_probe(config: CorpusConfig, d: _Draws) -> tuple[str, str, list[str]] | None:
+  """Closed book: a question about a fact stated only in the person's train biographies."""
   people = _probe_people(config)
   if not people:
     return None
@@ -469,9 +512,27 @@ def _bios_probe(config: CorpusConfig, d: _Draws) -> tuple[str, str, list[str]] |
   person = world.people[d.choice(people)]
   attr, question = d.choice(_QUESTIONS)
   answer = getattr(person, attr)
-  pool = world.employers if attr == "employer" else _ANSWER_POOLS[attr]
   prompt = f"Q: {question.format(name=person.name)}\nA:"
-  return prompt, answer, _distractors(d, pool, answer, 3)
+  return prompt, answer, _distractors(d, _answer_pool(world, attr), answer, 3)
+
+
+def _bios_in_context_probe(config: CorpusConfig, d: _Draws) -> tuple[str, str, list[str]] | None:
+  """In context: a card (as in train QA cards) about a probe person, then its question.
+
+  The distractors are values of the same attribute that the card does not mention, so the probe
+  measures reading the answer off the context (as QA cards in train reward), not recall.
+  """
+  people = _probe_people(config)
+  if not people:
+    return None
+  world = _config_world(config)
+  person = world.people[d.choice(people)]
+  attr, question = d.choice(_QUESTIONS)
+  card = _card(world, person, attr, d)
+  answer = getattr(person, attr)
+  unmentioned = [v for v in _answer_pool(world, attr) if v not in card]
+  prompt = f"{card}\nQ: {question.format(name=person.name)}\nA:"
+  return prompt, answer, _distractors(d, unmentioned, answer, 3)
 
 
 def _distractors(d: _Draws, pool: Sequence[str], answer: str, k: int) -> list[str]:
@@ -730,6 +791,19 @@ def _prose_doc(config: CorpusConfig, split: str, index: int, d: _Draws) -> dict:
   return {"text": f"{d.choice(_PROSE_TITLES)}\n{body}" if d.chance(0.3) else body}
 
 
+def _prose_agreement_probe(config: CorpusConfig, d: _Draws) -> tuple[str, str, list[str]]:
+  """'The old dogs' -> ' run' vs ' runs': agreement with an adjacent subject (no attractor).
+
+  Every such prompt occurs in train (there are few nouns); what is measured is whether the
+  verb's number follows the subject's, the rule `_prose_probe` then tests under an attractor.
+  """
+  del config  # the grammar is the same for every config
+  forms, plural = d.choice(_NOUNS), d.chance(0.5)
+  adjective = d.choice(_ADJECTIVES) + " " if d.chance(0.5) else ""
+  verb = d.choice(_VERBS)
+  return f"The {adjective}{forms[plural]}", verb[plural], [verb[not plural]]
+
+
 def _prose_probe(config: CorpusConfig, d: _Draws) -> tuple[str, str, list[str]]:
   """'The dogs near the house' -> ' run' vs ' runs': the attractor has the other number."""
   subject, attractor = d.choice(_noun_pairs(config.seed)["probe"])
@@ -838,8 +912,13 @@ def _web_doc(config: CorpusConfig, split: str, index: int, d: _Draws) -> dict:
 
 _GENERATORS = {"web": _web_doc, "bios": _bios_doc, "math": _math_doc, "code": _code_doc,
                "prose": _prose_doc}
-_PROBE_MAKERS = {"bios": _bios_probe, "math": _math_probe, "code": _code_probe,
-                 "prose": _prose_probe}
+# domain -> {probe kind: maker}. The first kind of each domain is its hard, held-out probe (the
+# one the metric `probe/<domain>/<kind>/accuracy` of earlier runs measured under the plain
+# domain name); the others are easier tiers that a quickstart-size model can already pass.
+PROBE_KINDS = {"bios": {"closed_book": _bios_probe, "in_context": _bios_in_context_probe},
+               "math": {"arithmetic": _math_probe},
+               "code": {"output": _code_probe},
+               "prose": {"attractor": _prose_probe, "agreement": _prose_agreement_probe}}
 
 
 def document(config: CorpusConfig, split: str, domain: str, index: int) -> dict:
@@ -868,32 +947,43 @@ def iter_documents(config: CorpusConfig, split: str = "train",
       yield document(config, split, name, index)
 
 
-@functools.lru_cache(maxsize=16)
-def _probes(config: CorpusConfig, domain: str) -> tuple[dict, ...]:
-  """Up to num_probes probes with distinct prompts, drawn from stream 'probe'."""
+@functools.lru_cache(maxsize=32)
+def _probes(config: CorpusConfig, domain: str, kind: str) -> tuple[dict, ...]:
+  """Up to num_probes probes of one kind with distinct prompts, from the kind's own stream."""
+  kinds = list(PROBE_KINDS[domain])
   made, seen = [], set()
   for k in range(_PROBE_TRIES * config.num_probes):
     if len(made) == config.num_probes:
       break
-    d = _draws(config, domain, "probe", k)
-    probe = _PROBE_MAKERS[domain](config, d)
+    # The first kind keeps the key it had before kinds existed, so its probes did not change.
+    d = _draws(config, domain, "probe", k) if kind == kinds[0] else _Draws(
+        (config.seed, DOMAINS.index(domain), _STREAMS["probe"], kinds.index(kind), k))
+    probe = PROBE_KINDS[domain][kind](config, d)
     if probe is None or probe[0] in seen:
       continue
     prompt, answer, distractors = probe
     seen.add(prompt)
-    made.append({"id": f"{domain}-probe-{len(made):05d}", "domain": domain, "prompt": prompt,
-                 "answer": " " + answer,
+    made.append({"id": f"{domain}-{kind}-{len(made):05d}", "domain": domain, "kind": kind,
+                 "prompt": prompt, "answer": " " + answer,
                  "candidates": d.shuffled([" " + c for c in [answer] + distractors])})
   if len(made) < config.num_probes:
-    logging.warning("Only %d distinct %s probes exist for this config (asked for %d); raise "
-                    "num_docs or the %s weight, or lower num_probes.", len(made), domain,
+    logging.warning("Only %d distinct %s/%s probes exist for this config (asked for %d); raise "
+                    "num_docs or the %s weight, or lower num_probes.", len(made), domain, kind,
                     config.num_probes, domain)
   return tuple(made)
 
 
-def probes(config: CorpusConfig, domain: str) -> list[dict]:
-  """Held-out probes {"id", "domain", "prompt", "answer", "candidates"}; [] for web.
+def probes(config: CorpusConfig, domain: str, kind: str | None = None) -> list[dict]:
+  """Probes {"id", "domain", "kind", "prompt", "answer", "candidates"}; [] for web.
 
+  `kind=None` gives every kind of the domain (PROBE_KINDS), num_probes of each:
+    bios   closed_book  a question about a fact stated only in train biographies (held out:
+                        no QA text about these people in train); in_context: the same kind
+                        of question after a two-fact card that answers it;
+    math   arithmetic   a held-out fact "Q: a op b =" (never in train, in any format);
+    code   output       the output of a held-out program;
+    prose  attractor    agreement across an attractor of the other number ("The dogs near the
+                        house" -> run); agreement: the same rule with an adjacent subject.
   Score a probe by the model's likelihood of each candidate after the prompt; chance is
   1 / len(candidates) (4 for bios, math and code, 2 for prose). Answers and candidates start
   with a space. Fewer than num_probes come back (with a logged warning) only when the corpus
@@ -902,7 +992,11 @@ def probes(config: CorpusConfig, domain: str) -> list[dict]:
   _check_name("domain", domain, DOMAINS)
   if domain not in PROBE_DOMAINS:
     return []
-  return [dict(p, candidates=list(p["candidates"])) for p in _probes(config, domain)]
+  kinds = list(PROBE_KINDS[domain]) if kind is None else [kind]
+  for name in kinds:
+    _check_name(f"{domain} probe kind", name, list(PROBE_KINDS[domain]))
+  return [dict(p, candidates=list(p["candidates"]))
+          for name in kinds for p in _probes(config, domain, name)]
 
 
 def _check_out_dir(out_dir: pathlib.Path) -> None:
@@ -939,7 +1033,8 @@ def write_corpus(out_dir: str | pathlib.Path, config: CorpusConfig) -> dict:
   probe_counts, probe_chance = {}, {}
   for domain in PROBE_DOMAINS:
     records = probes(config, domain)
-    probe_counts[domain] = len(records)
+    probe_counts[domain] = {kind: sum(r["kind"] == kind for r in records)
+                            for kind in PROBE_KINDS[domain]}
     probe_chance[domain] = 1 / len(records[0]["candidates"]) if records else None
     _write_jsonl(out / "probes" / f"{domain}.jsonl", records)
   manifest = {"config": dataclasses.asdict(config), "counts": counts,

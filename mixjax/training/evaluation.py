@@ -3,7 +3,8 @@
 A probe is a prompt with candidate answers (one right). The model scores each candidate by the
 mean negative log-likelihood per token of its tokens after the prompt (per-token, so that short
 candidates are not favoured); the probe is answered correctly when the right candidate scores
-best. Chance is 1 / number of candidates.
+best. Chance is 1 / number of candidates. Probes may carry a `kind` (bios `closed_book` and
+`in_context`, ...); each kind is reported on its own as `probe/<domain>/<kind>/accuracy`.
 """
 
 import dataclasses
@@ -27,7 +28,7 @@ class EvalConfig:
   period: int = 100            # evaluate every N steps (and at the end); 0 = only at the end
   num_batches: int = 4         # validation batches per domain
   batch_size: int = 32         # sequences per eval batch
-  max_probes: int = 100        # per domain
+  max_probes: int = 100        # per domain and probe kind
 
 
 def _task_names(name: str) -> list[str]:
@@ -35,6 +36,21 @@ def _task_names(name: str) -> list[str]:
   if isinstance(provider, seqio.Mixture):
     return sorted(t.name for t in provider.tasks)
   return [provider.name]
+
+
+def probe_sets(domain: str, probes, max_probes: int) -> dict[str, list[dict]]:
+  """Probes grouped under their metric name: `<domain>/<kind>`, or `<domain>` when kindless.
+
+  Keeps the first `max_probes` of each group, so that a domain's easy and hard kinds are
+  reported side by side instead of one crowding out the other.
+  """
+  sets = {}
+  for probe in probes:
+    name = f"{domain}/{probe['kind']}" if probe.get("kind") else domain
+    group = sets.setdefault(name, [])
+    if len(group) < max_probes:
+      group.append(probe)
+  return sets
 
 
 def probe_batch(probes, pad_to: int = 32, encoder_decoder: bool = False
@@ -108,9 +124,9 @@ class Evaluator:
         self.domain_batches[domain] = pipeline.eval_batches(
             data_config, task_name, config.batch_size, config.num_batches)
       if task_name in lm_tasks.TASK_PROBES:
-        probes = list(lm_tasks.TASK_PROBES[task_name]())[:config.max_probes]
-        if probes:
-          self.probes[domain] = probe_batch(
+        for name, probes in probe_sets(domain, lm_tasks.TASK_PROBES[task_name](),
+                                       config.max_probes).items():
+          self.probes[name] = probe_batch(
               probes, encoder_decoder=model.config.architecture == "encoder_decoder")
 
     def sums(params, batch):
@@ -136,9 +152,9 @@ class Evaluator:
         loss_N, weight_N = self._row_sums(params, batch)
         loss_sum, weight_sum = loss_sum + loss_N.sum(), weight_sum + weight_N.sum()
       metrics[f"eval/{domain}/loss"] = loss_sum / max(weight_sum, 1.0)
-    for domain, (batch, probe_index_N, is_answer_N) in self.probes.items():
+    for name, (batch, probe_index_N, is_answer_N) in self.probes.items():
       nll_N, num_tokens_N = self._row_sums(params, batch)
-      metrics[f"probe/{domain}/accuracy"] = probe_accuracy(
+      metrics[f"probe/{name}/accuracy"] = probe_accuracy(
           nll_N / num_tokens_N, probe_index_N, is_answer_N)
     return metrics
 
