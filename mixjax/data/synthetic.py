@@ -503,17 +503,25 @@ def _answer_pool(world: World, attr: str) -> Sequence[str]:
   return world.employers if attr == "employer" else _ANSWER_POOLS[attr]
 
 
-def _bios_probe(config: CorpusConfig, d: _Draws) -> tuple[str, str, list[str]] | None:
-  """Closed book: a question about a fact stated only in the person's train biographies."""
+def _probe_question(config: CorpusConfig, d: _Draws):
+  """(world, probe person, attribute, question) for a bios probe; None without probe people."""
   people = _probe_people(config)
   if not people:
     return None
   world = _config_world(config)
   person = world.people[d.choice(people)]
   attr, question = d.choice(_QUESTIONS)
+  return world, person, attr, question.format(name=person.name)
+
+
+def _bios_probe(config: CorpusConfig, d: _Draws) -> tuple[str, str, list[str]] | None:
+  """Closed book: a question about a fact stated only in the person's train biographies."""
+  drawn = _probe_question(config, d)
+  if drawn is None:
+    return None
+  world, person, attr, question = drawn
   answer = getattr(person, attr)
-  prompt = f"Q: {question.format(name=person.name)}\nA:"
-  return prompt, answer, _distractors(d, _answer_pool(world, attr), answer, 3)
+  return f"Q: {question}\nA:", answer, _distractors(d, _answer_pool(world, attr), answer, 3)
 
 
 def _bios_in_context_probe(config: CorpusConfig, d: _Draws) -> tuple[str, str, list[str]] | None:
@@ -522,17 +530,14 @@ def _bios_in_context_probe(config: CorpusConfig, d: _Draws) -> tuple[str, str, l
   The distractors are values of the same attribute that the card does not mention, so the probe
   measures reading the answer off the context (as QA cards in train reward), not recall.
   """
-  people = _probe_people(config)
-  if not people:
+  drawn = _probe_question(config, d)
+  if drawn is None:
     return None
-  world = _config_world(config)
-  person = world.people[d.choice(people)]
-  attr, question = d.choice(_QUESTIONS)
+  world, person, attr, question = drawn
   card = _card(world, person, attr, d)
   answer = getattr(person, attr)
   unmentioned = [v for v in _answer_pool(world, attr) if v not in card]
-  prompt = f"{card}\nQ: {question.format(name=person.name)}\nA:"
-  return prompt, answer, _distractors(d, unmentioned, answer, 3)
+  return f"{card}\nQ: {question}\nA:", answer, _distractors(d, unmentioned, answer, 3)
 
 
 def _distractors(d: _Draws, pool: Sequence[str], answer: str, k: int) -> list[str]:
