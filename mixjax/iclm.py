@@ -7,6 +7,9 @@ adjacent documents are, against a random order; what was skipped) and `stages/` 
 intermediate files: rerun the same command after a crash). `--runner=beam` runs the embedding and
 neighbour stages as an Apache Beam pipeline (`pip install -e '.[beam]'`). The SeqIO task over DIR is
 `mixjax.data.iclm_seqio.register_iclm_task`. The logic lives in `mixjax.data.iclm`.
+
+`--order random` writes the baseline for training experiments: the same documents, contexts cut
+and written the same way, in a seeded random order (no neighbour search).
 """
 
 import argparse
@@ -47,6 +50,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   p.add_argument("--nprobe", type=int, default=d.index.nprobe, help="IVF lists searched")
   p.add_argument("--min_path_docs", type=int, default=d.min_path_docs)
   p.add_argument("--context_tokens", type=int, default=d.context_tokens)
+  p.add_argument("--order", default=d.order, choices=iclm.ORDERS,
+                 help="iclm: related documents together; random: the baseline (same contexts "
+                      "and output format, documents in a seeded random order)")
   p.add_argument("--dedup_threshold", type=float, default=None,
                  help="drop documents at least this similar to the previous one (default: off)")
   p.add_argument("--shard_lines", type=int, default=d.shard_lines)
@@ -72,6 +78,7 @@ def config_from_args(args: argparse.Namespace) -> iclm.IclmConfig:
       inputs=args.input, output_dir=args.output, embedder=args.embedder,
       embedder_path=args.embedder_path, dim=args.dim, fit_docs=args.fit_docs, k=args.k,
       index=index, min_path_docs=args.min_path_docs, context_tokens=args.context_tokens,
+      order=args.order,
       dedup_threshold=args.dedup_threshold, shard_lines=args.shard_lines,
       output_shard_docs=args.output_shard_docs, skip_bad_records=args.skip_bad_records,
       seed=args.seed, threads=args.threads, progress=not args.no_progress)
@@ -93,8 +100,8 @@ def main(argv: list[str]) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   if report is not None:
-    print(json.dumps({k: report[k] for k in ("documents", "contexts", "adjacent_similarity",
-                                              "random_order_similarity")} |
+    print(json.dumps({k: report[k] for k in ("order", "documents", "contexts",
+                                              "adjacent_similarity", "random_order_similarity")} |
                      {"skipped": report["skipped"]["total"]}, indent=1))
   return 0
 

@@ -1,6 +1,7 @@
 """Tests for In-Context Pretraining ordering: the CLI end to end on the embedded corpus, resume,
 multi-worker runs, bad input, the SeqIO task, and the graph, embedding and neighbour parts."""
 
+import collections
 import glob
 import json
 import os
@@ -128,6 +129,60 @@ def test_beam_pipeline_writes_what_the_local_run_writes(corpus, tmp_path):
 def test_rerun_with_other_settings_is_refused(corpus, ordered):
   with pytest.raises(ValueError, match="k differ.*--restart"):
     iclm.run(_config(corpus, ordered, context_tokens=1024, k=5))
+
+
+def _ids(out_dir) -> list[str]:
+  return [r["id"] for r in _outputs(out_dir)]
+
+
+@pytest.fixture(scope="module")
+def shuffled(corpus, tmp_path_factory) -> str:
+  """The CLI's random-order baseline on the same corpus and settings as `ordered`."""
+  out = tmp_path_factory.mktemp("random")
+  assert iclm_cli.main(["--input", ",".join(corpus), "--output", str(out), "--shard_lines",
+                        "700", "--output_shard_docs", "600", "--context_tokens", "1024",
+                        "--order", "random", "--no_progress"]) == 0
+  return str(out)
+
+
+def test_random_order_keeps_every_document_once_and_cuts_contexts_the_same_way(
+    corpus, ordered, shuffled):
+  inputs, outputs = _read_jsonl(corpus), _outputs(shuffled)
+  assert sorted(r["id"] for r in outputs) == sorted(r["id"] for r in inputs)
+  assert _ids(shuffled) != _ids(ordered)
+  by_id = {r["id"]: r for r in inputs}
+  assert all({k: v for k, v in r.items() if k != "context"} == by_id[r["id"]] for r in outputs)
+  tokens = collections.Counter()
+  for r in outputs:
+    tokens[r["context"]] += len(r["text"].encode()) + 1
+  assert sorted(tokens) == list(range(len(tokens)))
+  assert max(tokens.values()) <= 1024  # no document of this corpus is longer than a context
+  report, iclm_report = (iclm_io.load_json(os.path.join(d, iclm.REPORT))
+                         for d in (shuffled, ordered))
+  assert (report["order"], iclm_report["order"]) == ("random", "iclm")
+  assert report["contexts"] == len(tokens) and report["index"] is None
+  assert report["adjacent_similarity"] < 0.1 and iclm_report["adjacent_similarity"] > 0.4
+  assert not iclm_io.is_done(os.path.join(shuffled, "stages", "knn"))  # no neighbour search
+
+
+def test_random_order_is_seeded(corpus, shuffled, tmp_path):
+  iclm.run(_config(corpus, tmp_path / "same", context_tokens=1024, order="random"))
+  iclm.run(_config(corpus, tmp_path / "other", context_tokens=1024, order="random", seed=1))
+  assert _ids(tmp_path / "same") == _ids(shuffled) != _ids(tmp_path / "other")
+  permutation = iclm_order.random_order(50, seed=4)
+  assert sorted(permutation) == list(range(50))
+  assert np.array_equal(permutation, iclm_order.random_order(50, seed=4))
+
+
+def test_rerun_with_other_order_is_refused_unless_restarted(corpus, ordered, tmp_path):
+  with pytest.raises(ValueError, match="order differ.*--restart"):
+    iclm.run(_config(corpus, ordered, context_tokens=1024, order="random"))
+  config = _config(corpus, tmp_path, k=5)
+  assert iclm.run(config)["order"] == "iclm"
+  random_config = _config(corpus, tmp_path, k=5, order="random")
+  assert iclm.run(random_config, restart=True)["order"] == "random"
+  with pytest.raises(ValueError, match="Unknown order 'sorted'; valid: iclm, random"):
+    _config(corpus, tmp_path, order="sorted")
 
 
 # ------------------------------------------------------------------------ bad input

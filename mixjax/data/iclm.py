@@ -10,6 +10,7 @@
   index   index.faiss (+ coarse-*.npz: each shard's IVF lists)  - (Beam: by shard, then merged)
   knn     shard-*.npz: k nearest neighbours per document        as embed
   order   order.npz: greedy paths, merged, into contexts        -
+          (`order="random"`: a seeded permutation instead; index and knn are skipped)
   write   DIR/iclm-*-of-*.jsonl, DIR/report.json               by contexts
 
 Each stage is complete once `_DONE` is in its directory, and each shard file appears atomically, so
@@ -38,6 +39,9 @@ from mixjax.data import iclm_knn
 from mixjax.data import iclm_order
 
 STAGES = ("scan", "fit", "embed", "docs", "index", "knn", "order", "write")
+# "iclm": the greedy walk over the neighbour graph. "random": a seeded permutation, cut into
+# contexts and written by the same code, as the baseline that differs only in the order.
+ORDERS = ("iclm", "random")
 OUTPUT_PREFIX = "iclm"
 OUTPUT_GLOB = f"{OUTPUT_PREFIX}-?????-of-?????.jsonl"
 REPORT = "report.json"
@@ -58,6 +62,7 @@ class IclmConfig:
   index: iclm_knn.IndexSpec = iclm_knn.IndexSpec()
   min_path_docs: int = 4            # paths shorter than this are merged next to a neighbour
   context_tokens: int = 8192        # byte-vocabulary tokens per context (UTF-8 bytes + EOS)
+  order: str = "iclm"               # a value of ORDERS
   dedup_threshold: float | None = None  # drop a document this similar to the one before it
   shard_lines: int = 1 << 16        # input lines per embed shard; documents per knn shard
   output_shard_docs: int = 100_000  # roughly; shards hold whole contexts
@@ -71,6 +76,8 @@ class IclmConfig:
       raise ValueError("No input files: pass --input DOCS.jsonl[,MORE.jsonl].")
     if self.embedder not in EMBEDDERS:
       raise ValueError(f"Unknown embedder {self.embedder!r}; valid: {', '.join(EMBEDDERS)}.")
+    if self.order not in ORDERS:
+      raise ValueError(f"Unknown order {self.order!r}; valid: {', '.join(ORDERS)}.")
     if self.k < 1 or self.min_path_docs < 1 or self.context_tokens < 1 or self.shard_lines < 1:
       raise ValueError("k, min_path_docs, context_tokens and shard_lines must be positive.")
 
@@ -458,14 +465,26 @@ class Order:
   dup_of_X: np.ndarray
 
 
-def order_documents(config: IclmConfig, emb_ND: np.ndarray, nbytes_N: np.ndarray,
-                    nbr_NK: np.ndarray, sim_NK: np.ndarray,
-                    progress: iclm_order.Progress | None = None) -> tuple[Order, dict]:
-  """Traverses, merges short paths, drops near duplicates and cuts contexts. Returns stats too."""
+def _traverse(config: IclmConfig, num_docs: int, nbr_NK: np.ndarray | None,
+              sim_NK: np.ndarray | None,
+              progress: iclm_order.Progress | None) -> tuple[np.ndarray, dict]:
+  """The document order before deduplication, and the traversal's counts for the report."""
+  if config.order == "random":
+    return iclm_order.random_order(num_docs, config.seed), {}
   graph = iclm_order.neighbour_graph(nbr_NK, sim_NK)
   path_order, path_start = iclm_order.greedy_paths(graph, config.seed, progress)
-  order_N, stats = iclm_order.merge_short_paths(path_order, path_start, nbr_NK, sim_NK,
-                                                config.min_path_docs)
+  return iclm_order.merge_short_paths(path_order, path_start, nbr_NK, sim_NK,
+                                      config.min_path_docs)
+
+
+def order_documents(config: IclmConfig, emb_ND: np.ndarray, nbytes_N: np.ndarray,
+                    nbr_NK: np.ndarray | None, sim_NK: np.ndarray | None,
+                    progress: iclm_order.Progress | None = None) -> tuple[Order, dict]:
+  """Orders (`config.order`), drops near duplicates and cuts contexts. Returns stats too.
+
+  The neighbour lists are only read by the "iclm" order (None for "random").
+  """
+  order_N, stats = _traverse(config, len(emb_ND), nbr_NK, sim_NK, progress)
   drop = np.zeros(len(order_N), bool)
   if config.dedup_threshold is not None:
     drop[1:] = iclm_order.adjacent_pairs_similarity(emb_ND, order_N) >= config.dedup_threshold
@@ -475,8 +494,11 @@ def order_documents(config: IclmConfig, emb_ND: np.ndarray, nbytes_N: np.ndarray
   order = Order(doc_O, iclm_order.assign_contexts(nbytes_N[doc_O] + 1, config.context_tokens),
                 order_N[drop], order_N[kept_before[drop]])
   random_N = np.random.default_rng(config.seed).permutation(len(doc_O))
-  stats.update(documents=int(len(doc_O)), near_duplicates=int(drop.sum()),
-               contexts=int(order.context_O[-1] + 1) if len(doc_O) else 0,
+  contexts = int(order.context_O[-1] + 1) if len(doc_O) else 0
+  stats.update(order=config.order, documents=int(len(doc_O)), near_duplicates=int(drop.sum()),
+               contexts=contexts,
+               mean_context_tokens=float((nbytes_N[doc_O] + 1).sum() / contexts) if contexts
+               else None,
                adjacent_similarity=iclm_order.adjacent_similarity(emb_ND, doc_O),
                random_order_similarity=iclm_order.adjacent_similarity(emb_ND, doc_O[random_N]))
   return order, stats
@@ -487,7 +509,7 @@ def order(wd: Workdir, docs: Docs) -> Order:
   if wd.done("order"):
     return Order(**iclm_io.load_npz(path))
   emb_ND = load_embeddings(wd, docs)
-  nbr_NK, sim_NK = load_neighbours(wd)
+  nbr_NK, sim_NK = load_neighbours(wd) if wd.config.order == "iclm" else (None, None)
   with wd.bar("order", len(emb_ND)) as bar:
     result, stats = order_documents(wd.config, emb_ND, docs.nbytes_N, nbr_NK, sim_NK, bar.update)
   iclm_io.save_npz(path, **dataclasses.asdict(result))
@@ -552,7 +574,8 @@ def write_report(wd: Workdir, index: iclm_io.LineIndex) -> dict:
   load = functools.partial(stage_info, wd)
   skipped = iclm_io.load_json(os.path.join(wd.stage("docs"), "skipped.json"))
   report = {"input_lines": len(index), "skipped": skipped, **load("order"),
-            "index": load("index"), "embedder": wd.config.embedder,
+            "index": load("index") if wd.done("index") else None,  # None: random order
+            "embedder": wd.config.embedder,
             "output_shards": load("write")["shards"]}
   iclm_io.save_json(os.path.join(wd.root, REPORT), report)
   return report
@@ -585,9 +608,10 @@ def run(config: IclmConfig, until: str = "write", worker: Worker = Worker(),
   if "docs" not in wanted:
     return None
   docs = collect_docs(wd, index)
-  if "index" in wanted:
+  needs_neighbours = config.order == "iclm"
+  if "index" in wanted and needs_neighbours:
     build_index(wd, docs)
-  if "knn" in wanted:
+  if "knn" in wanted and needs_neighbours:
     knn(wd, docs, worker)
   if "order" not in wanted:
     return None

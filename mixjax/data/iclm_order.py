@@ -4,7 +4,8 @@
 unvisited document of minimum degree, step to the most similar unvisited neighbour until none is
 left, repeat; every document is visited exactly once. `merge_short_paths` then moves each short path
 next to its most similar document in a long path. `public_greedy_order` is the released code's
-simpler walk (first unvisited of the top-10 neighbours, clusters of 21), kept as the peer to beat.
+simpler walk (first unvisited of the top-10 neighbours, clusters of 21), kept as the peer to beat;
+`random_order` is the baseline that training experiments compare against.
 
 The walk is sequential by nature; it runs over flat CSR arrays through memoryviews, with a pointer
 per row that only moves forward, so its total work is O(edges): a few seconds per million
@@ -222,6 +223,12 @@ def public_greedy_order(nbr_NK: np.ndarray, seed: int, top: int = 10,
   found_M, col_M = _first_match(cand_MK, (cand_MK >= 0) & full_of_doc[cand_MK])
   host_pos_M = _inverse(order_N)[cand_MK[np.arange(len(pos_M)), col_M]]
   return _move(order_N, pos_M[found_M], host_pos_M[found_M], np.full(found_M.sum(), -1))
+
+
+def random_order(num_docs: int, seed: int) -> np.ndarray:
+  """The baseline order: a seeded permutation of the documents (a pure function of the seed)."""
+  # Its own stream, so it is not the permutation the report measures as "random_order_similarity".
+  return np.random.default_rng([seed, 1]).permutation(num_docs)
 
 
 def adjacent_pairs_similarity(emb_ND: np.ndarray, order_N: np.ndarray,
