@@ -13,7 +13,7 @@ from mixjax.data import synthetic
 
 CONFIG = synthetic.CorpusConfig(num_docs=1500, seed=3, num_probes=120)
 # sha256 prefix of a small corpus (see test_golden_digest); the same on Python 3.10-3.13.
-GOLDEN_DIGEST = "26f160f4388d6e8d"
+GOLDEN_DIGEST = "80d0536abb1b83ec"
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_zero_weight_domain_has_no_documents_but_keeps_probes():
   assert synthetic.domain_counts(config) == {"web": 0, "bios": 0, "math": 50, "code": 0,
                                              "prose": 0}
   assert list(synthetic.iter_documents(config, "train", "web")) == []
-  assert len(synthetic.probes(config, "math")) == 5
+  assert len(synthetic.probes(config, "math")) == 5 * len(synthetic.PROBE_KINDS["math"])
 
 
 def test_ids_unique_and_fields_present(train, validation):
@@ -216,6 +216,31 @@ def test_in_context_bios_probes_are_answered_by_their_card_alone(train):
     name = re.search(r"(?:of|was|did|does) ([A-Z]\w+ [A-Z]\w+)", question).group(1)
     assert name in card.split(". ")[0], p["prompt"]
     assert name not in carded, f"{name} has a QA card in train"
+
+
+def test_relation_probes_ask_new_people_and_only_the_type_decides(train):
+  known = {r["name"] for r in _by_domain(train, "bios")}
+  world = synthetic._config_world(CONFIG)
+  pools = {a: set(synthetic._answer_pool(world, a)) for a in synthetic._RELATIONS}
+  for p in synthetic.probes(CONFIG, "bios", "relation"):
+    name = " ".join(p["prompt"].split()[:2])
+    assert name not in known
+    kinds = [[a for a, pool in pools.items() if c.strip() in pool] for c in p["candidates"]]
+    assert all(len(k) == 1 for k in kinds), p  # every candidate is a value of one attribute
+    assert len({k[0] for k in kinds}) == 4, p  # ... and of four different ones
+    answer_kind = kinds[p["candidates"].index(p["answer"])][0]
+    assert any(t.format(name=name, birth_city="").startswith(p["prompt"].split(" in ")[0])
+               for t in synthetic._RELATIONS[answer_kind]), p
+
+
+def test_magnitude_probes_differ_from_the_answer_only_in_digit_count():
+  for p in synthetic.probes(CONFIG, "math", "magnitude"):
+    a, op, b = p["prompt"].removeprefix("Q: ").removesuffix(" =").split()
+    value = {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op]
+    assert p["answer"] == f" {value}\n"
+    digits = [c.strip() for c in p["candidates"]]
+    assert len({len(x) for x in digits}) == 4
+    assert all(x.startswith(str(value)) or str(value).startswith(x) for x in digits)
 
 
 def test_qa_cards_in_train_answer_their_first_question(train):

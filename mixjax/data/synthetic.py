@@ -47,7 +47,7 @@ _MAX_VALIDATION_FRACTION = 0.5
 _MAX_BODY_CHARS = 450
 _BIOS_PER_PERSON = 3  # train bios per person; sets the population size
 _MIN_PEOPLE = 100  # enough probe people for 200 bios probes even in tiny corpora
-_QA_VERSION = 1  # a QA person's train bio number 1 is a QA card instead of a biography
+_QA_VERSIONS = (1,)  # a QA person's train bio number 1 is a QA card instead of a biography
 _PROBE_TRIES = 20  # draws per wanted probe before giving up on finding distinct ones
 _BLOCK_FORMAT = struct.Struct("<64Q")  # one block of random words
 
@@ -483,7 +483,7 @@ def _bios_doc(config: CorpusConfig, split: str, index: int, d: _Draws) -> dict:
   person = world.people[person_index]
   # Train uses versions 0.._BIOS_PER_PERSON-1, validation the next ones.
   version = index // n + (0 if split == "train" else _BIOS_PER_PERSON)
-  is_card = split == "train" and person.qa_in_train and version == _QA_VERSION
+  is_card = split == "train" and person.qa_in_train and version in _QA_VERSIONS
   text = _qa_card(world, person, d) if is_card else _bio_text(world, person, version, d)
   return {"text": text, "format": "qa_card" if is_card else "bio",
           "person": person.pid, "name": person.name,
@@ -538,6 +538,38 @@ def _bios_in_context_probe(config: CorpusConfig, d: _Draws) -> tuple[str, str, l
   answer = getattr(person, attr)
   unmentioned = [v for v in _answer_pool(world, attr) if v not in card]
   return f"{card}\nQ: {question}\nA:", answer, _distractors(d, unmentioned, answer, 3)
+
+
+# Statement openings that train biographies complete with one attribute (and only that one).
+_RELATIONS = {"birth_city": ("{name} comes from",),
+              "birth_year": ("{name} was born in {birth_city} in",),
+              "university": ("{name} studied at", "{name} graduated from",
+                             "{name} earned a degree at"),
+              "employer": ("{name} works at",),
+              "hobby": ("{name} loves", "{name} is passionate about")}
+
+
+@functools.lru_cache(maxsize=4)
+def _world_names(world: World) -> frozenset[str]:
+  return frozenset(p.name for p in world.people)
+
+
+def _bios_relation_probe(config: CorpusConfig, d: _Draws) -> tuple[str, str, list[str]] | None:
+  """Relation: 'Nafo Tull graduated from' -> a university, against the same new person's city,
+  hobby and employer. The person is new (no world name), so the prompt is unseen; what is
+  measured is which kind of value each relation of the bios domain takes.
+  """
+  world = _config_world(config)
+  total = math.prod(len(part) for part in _PERSON_NAME_PARTS)
+  name = _decode_name(d.below(total), _PERSON_NAME_PARTS)
+  if name in _world_names(world):
+    return None
+  values = {attr: d.choice(_answer_pool(world, attr)) for attr in _RELATIONS}
+  attr = d.choice(tuple(_RELATIONS))
+  prompt = d.choice(_RELATIONS[attr]).format(name=name, birth_city=values["birth_city"])
+  # The year's prompt names the city, so the city is no distractor there.
+  others = [a for a in _RELATIONS if a != attr and not (attr == "birth_year" and a == "birth_city")]
+  return prompt, values[attr], [values[a] for a in d.sample(others, 3)]
 
 
 def _distractors(d: _Draws, pool: Sequence[str], answer: str, k: int) -> list[str]:
@@ -626,6 +658,24 @@ def _numeric_distractors(d: _Draws, value: int, k: int, minimum: int | None) -> 
 def _math_probe(config: CorpusConfig, d: _Draws) -> tuple[str, str, list[str]]:
   op, a, b, c = _fact(_math_facts(config.seed)["probe"], d)
   return f"Q: {a} {op} {b} =", str(c), _numeric_distractors(d, c, 3, minimum=0)
+
+
+def _math_magnitude_probe(config: CorpusConfig, d: _Draws) -> tuple[str, str, list[str]] | None:
+  """Magnitude: 'Q: 44 + 7 =' -> ' 51' then the line's end, against ' 5', ' 513' and ' 5139'.
+
+  Distractors share the answer's leading digits and differ only in how many digits there are,
+  so the probe measures estimating a held-out result's size, not exact arithmetic. Candidates
+  end with the newline that ends every train line, which is what tells ' 5' from ' 51'.
+  """
+  op, a, b, c = _fact(_math_facts(config.seed)["probe"], d)
+  digits = str(c)
+  if digits == "0":  # its longer neighbours would need a leading zero
+    return None
+  lengths = [n for n in range(1, len(digits) + 4) if n != len(digits)][:3]
+  others = [digits[:n] if n < len(digits)
+            else digits + "".join(str(d.below(10)) for _ in range(n - len(digits)))
+            for n in lengths]
+  return f"Q: {a} {op} {b} =", digits + "\n", [o + "\n" for o in others]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -920,8 +970,9 @@ _GENERATORS = {"web": _web_doc, "bios": _bios_doc, "math": _math_doc, "code": _c
 # domain -> {probe kind: maker}. The first kind of each domain is its hard, held-out probe (the
 # one the metric `probe/<domain>/<kind>/accuracy` of earlier runs measured under the plain
 # domain name); the others are easier tiers that a quickstart-size model can already pass.
-PROBE_KINDS = {"bios": {"closed_book": _bios_probe, "in_context": _bios_in_context_probe},
-               "math": {"arithmetic": _math_probe},
+PROBE_KINDS = {"bios": {"closed_book": _bios_probe, "in_context": _bios_in_context_probe,
+                        "relation": _bios_relation_probe},
+               "math": {"arithmetic": _math_probe, "magnitude": _math_magnitude_probe},
                "code": {"output": _code_probe},
                "prose": {"attractor": _prose_probe, "agreement": _prose_agreement_probe}}
 
@@ -984,8 +1035,10 @@ def probes(config: CorpusConfig, domain: str, kind: str | None = None) -> list[d
   `kind=None` gives every kind of the domain (PROBE_KINDS), num_probes of each:
     bios   closed_book  a question about a fact stated only in train biographies (held out:
                         no QA text about these people in train); in_context: the same kind
-                        of question after a two-fact card that answers it;
+                        of question after a two-fact card that answers it; relation: which
+                        of a new person's values completes "NAME graduated from" etc.;
     math   arithmetic   a held-out fact "Q: a op b =" (never in train, in any format);
+                        magnitude: the same facts, distractors with other digit counts;
     code   output       the output of a held-out program;
     prose  attractor    agreement across an attractor of the other number ("The dogs near the
                         house" -> run); agreement: the same rule with an adjacent subject.
