@@ -5,7 +5,11 @@ workdir (later changes to `mixjax.data.synthetic` cannot shift it). Per seed, `m
 its train split twice with that seed, `--order iclm` (related documents share a context) and
 `--order random` (same context cutting and output format); the quickstart model (gin/quickstart.gin
 + gin/iclm.gin) trains on each arm for the same steps, batch and row length, so both arms see the
-same number of rows. Each final checkpoint is then evaluated on:
+same number of rows. Output shards are small (`--output_shard_docs`): the task shuffles shards, then
+contexts in a 1,000-context buffer, and over a few large shards that buffer would follow the ICLM
+order's runs of one domain (a first run with one shard trained its ICLM arm on 53% prose and 40%
+code). `data/first_docs/<domain>` records the mix a run reads. Each final checkpoint is then
+evaluated on:
 
 - per-domain validation loss (nats per byte) on the frozen corpus's validation JSONL, documents
   packed in their usual order (no ICLM context);
@@ -64,12 +68,27 @@ def frozen_corpus(workdir: str, num_docs: int) -> str:
   return corpus
 
 
-def order_arm(corpus: str, out_dir: str, arm: str, seed: int, context_tokens: int) -> dict:
+def order_arm(corpus: str, out_dir: str, arm: str, seed: int, args) -> dict:
   """Runs (or resumes) `mixjax.iclm --order ARM` over the train split; returns its report."""
   inputs = tuple(sorted(glob.glob(os.path.join(corpus, "train", "*.jsonl"))))
-  config = iclm.IclmConfig(inputs=inputs, output_dir=out_dir, context_tokens=context_tokens,
-                           order=arm, seed=seed, threads=1, progress=False)
+  config = iclm.IclmConfig(inputs=inputs, output_dir=out_dir, context_tokens=args.context_tokens,
+                           output_shard_docs=args.output_shard_docs, order=arm, seed=seed,
+                           threads=1, progress=False)
   return iclm.run(config)
+
+
+def stream_domain_mix(out_dir: str, seed: int, num_contexts: int) -> dict[str, float]:
+  """Domain shares of the first documents of the first `num_contexts` contexts the SeqIO task
+  yields with `seed` (the contexts a run of that many rows reads, up to packing)."""
+  domain_of = {r["text"]: r["domain"] for _, records in _contexts(out_dir) for r in records}
+  task = iclm_seqio.register_iclm_task("iclm_experiment_mix", out_dir)
+  vocab = task.output_features["targets"].vocabulary
+  counts = collections.Counter({domain: 0 for domain in set(domain_of.values())})
+  for example in task.get_dataset(None, split="train", shuffle=True, seed=seed).take(num_contexts):
+    tokens = example["targets"].numpy().tolist()
+    counts[domain_of[vocab.decode(tokens[:tokens.index(vocab.eos_id)])]] += 1
+  total = max(sum(counts.values()), 1)
+  return {f"data/first_docs/{domain}": n / total for domain, n in sorted(counts.items())}
 
 
 def related_in_context(out_dir: str) -> float:
@@ -138,16 +157,18 @@ def run_arm(args, corpus: str, mixture: str, probes, seed: int, arm: str) -> dic
   """Orders, trains (unless a final checkpoint exists) and evaluates one arm of one seed."""
   root = os.path.join(args.workdir, f"seed{seed}", arm)
   start = time.time()
-  report = order_arm(corpus, os.path.join(root, "data"), arm, seed, args.context_tokens)
+  data_dir = os.path.join(root, "data")
+  report = order_arm(corpus, data_dir, arm, seed, args)
   out = {"data/adjacent_similarity": report["adjacent_similarity"],
          "data/contexts": report["contexts"],
          "data/mean_context_tokens": report["mean_context_tokens"],
-         "data/related_in_context": related_in_context(os.path.join(root, "data"))}
+         "data/related_in_context": related_in_context(data_dir),
+         **stream_domain_mix(data_dir, seed, args.steps * args.batch_size)}
   model_dir = os.path.join(root, "model")
   ordered = time.time()
   if not os.path.exists(os.path.join(model_dir, "checkpoints", str(args.steps))):
     train_arm(GIN_FILES + tuple(args.gin_file), [
-        f"--gin.ICLM_DIR='{os.path.join(root, 'data')}'", f"--gin.MODEL_DIR='{model_dir}'",
+        f"--gin.ICLM_DIR='{data_dir}'", f"--gin.MODEL_DIR='{model_dir}'",
         f"--gin.SEED={seed}", f"--gin.TRAIN_STEPS={args.steps}",
         f"--gin.BATCH_SIZE={args.batch_size}",
         f"--gin.TASK_FEATURE_LENGTHS={{'targets': {args.context_tokens}}}",
@@ -202,6 +223,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--context_tokens", type=int, default=768,
                       help="ICLM context budget and row length (targets)")
   parser.add_argument("--docs", type=int, default=20_000, help="train documents of the corpus")
+  parser.add_argument("--output_shard_docs", type=int, default=20,
+                      help="documents per ICLM output shard (small: contexts shuffle globally)")
   parser.add_argument("--probes", type=int, default=100, help="probes per kind")
   parser.add_argument("--eval_rows", type=int, default=48, help="validation rows per domain")
   parser.add_argument("--eval_batch", type=int, default=16, help="rows per eval batch")

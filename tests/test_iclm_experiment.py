@@ -36,6 +36,8 @@ def test_experiment_writes_both_arms_and_their_paired_difference(tmp_path):
     assert all(0 < flat[f"seed0/{arm}/eval/{d}/loss"] < 10 for d in domains)
     assert all(0 <= flat[f"seed0/{arm}/probe/{k}/accuracy"] <= 1 for k in iclm_probes.KINDS)
     assert flat[f"seed0/{arm}/data/contexts"] > 0
+    mix = [v for k, v in flat.items() if k.startswith(f"seed0/{arm}/data/first_docs/")]
+    assert len(mix) == 5 and math.isclose(sum(mix), 1.0)
   assert flat["seed0/iclm/data/adjacent_similarity"] > flat["seed0/random/data/adjacent_similarity"]
   assert all(flat[f"probes/{kind}"] == 6 for kind in ("same_person", "colleague"))
   assert flat["steps"] == 2 and flat["probe_chance"] == 0.25
