@@ -425,3 +425,25 @@ def test_line_index_handles_missing_final_newline_and_empty_files(tmp_path):
                                                                   b'{"text": "y"}']
   assert index.where(2).endswith("a:3")
   assert iclm_io.with_context(b'{"text": "y"} ', 7) == b'{"text": "y", "context": 7}\n'
+
+
+def test_context_shuffle_is_global_and_seeded(tmp_path):
+  """One big shard whose first half is one domain: the shuffled stream mixes from the start."""
+  from mixjax.data import iclm_seqio  # pylint: disable=g-import-not-at-top
+
+  path = tmp_path / "iclm-00000-of-00001.jsonl"
+  with open(path, "w") as f:
+    for context in range(200):
+      for j in range(1 + context % 3):  # contexts of 1-3 documents, kept in order
+        domain = "math" if context < 100 else "prose"
+        f.write(json.dumps({"id": f"{context}-{j}", "text": f"{domain} {context} {j}",
+                            "domain": domain, "context": context}) + "\n")
+  first = list(iclm_seqio.read_contexts_shuffled([str(path)], seed=1))
+  assert sorted(c for c, _ in first) == list(range(200))  # every context once
+  for c, texts in first:
+    assert texts == [f"{'math' if c < 100 else 'prose'} {c} {j}" for j in range(1 + c % 3)]
+  head = [c < 100 for c, _ in first[:40]]
+  assert 10 < sum(head) < 30  # both halves within the first 40 contexts
+  assert first == list(iclm_seqio.read_contexts_shuffled([str(path)], seed=1))
+  assert first != list(iclm_seqio.read_contexts_shuffled([str(path)], seed=2))
+  assert list(iclm_seqio.read_contexts([str(path)])) == sorted(first)

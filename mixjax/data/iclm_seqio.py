@@ -2,8 +2,9 @@
 
 Each example is one context: the `targets` tokens of its documents in their ICLM order, an EOS
 after each (the last EOS comes from the task's `append_eos_after_trim`, as in every mixjax LM
-task). The task's shuffle buffer and shard shuffling move whole contexts, never documents, so
-related documents stay back to back. Set the run's `targets` length to the ICLM
+task). Shuffling moves whole contexts, never documents, so related documents stay back to back;
+it is a seeded permutation of all contexts of all shards (`read_contexts_shuffled`), whatever
+the shard size. Set the run's `targets` length to the ICLM
 `context_tokens` so that no context is trimmed.
 """
 
@@ -45,17 +46,61 @@ def read_contexts(paths: Sequence[str]) -> Iterator[tuple[int, list[str]]]:
       yield context, texts
 
 
+def context_spans(path: str) -> list[tuple[int, int]]:
+  """`(byte offset, byte length)` of each context's run of lines in one output shard."""
+  spans, context, start, offset = [], None, 0, 0
+  with open(path, "rb") as f:
+    for line in f:
+      current = json.loads(line)["context"]
+      if current != context and offset > start:
+        spans.append((start, offset - start))
+        start = offset
+      context = current
+      offset += len(line)
+  if offset > start:
+    spans.append((start, offset - start))
+  return spans
+
+
+def read_contexts_shuffled(paths: Sequence[str], seed: int | None
+                           ) -> Iterator[tuple[int, list[str]]]:
+  """Every context once, in a seeded random order over all shards (documents kept in order).
+
+  Shuffling files plus a bounded shuffle buffer is not enough here: the ICLM order runs through
+  one topic (often one domain) at a time, so a buffer over consecutive contexts of a big shard
+  trains on one domain for thousands of steps. Indexing context spans makes the shuffle global.
+  """
+  spans = [(i, start, length) for i, path in enumerate(paths)
+           for start, length in context_spans(path)]
+  order = np.random.default_rng(seed).permutation(len(spans))
+  files = [open(path, "rb") for path in paths]  # pylint: disable=consider-using-with
+  try:
+    for k in order:
+      i, start, length = spans[k]
+      files[i].seek(start)
+      records = [json.loads(line) for line in files[i].read(length).splitlines()]
+      yield records[0]["context"], [r["text"] for r in records]
+  finally:
+    for f in files:
+      f.close()
+
+
 def context_source(output_dir: str) -> seqio.DataSource:
-  """A `train`-only source of `{"texts": [docs], "context": id}`, one example per context."""
+  """A `train`-only source of `{"texts": [docs], "context": id}`, one example per context.
+
+  With `shuffle_files` (what seqio passes when shuffling) contexts come in a seeded global random
+  order; without it, in the ICLM output order.
+  """
   paths = output_shard_paths(output_dir)
 
   def dataset_fn(split, shuffle_files, seed=None):
     del split  # the source has one split
-    files = list(paths)
     if shuffle_files:
-      np.random.default_rng(seed).shuffle(files)
+      contexts = lambda: read_contexts_shuffled(paths, seed)  # noqa: E731
+    else:
+      contexts = lambda: read_contexts(paths)  # noqa: E731
     return tf.data.Dataset.from_generator(
-        lambda: ({"texts": texts, "context": c} for c, texts in read_contexts(files)),
+        lambda: ({"texts": texts, "context": c} for c, texts in contexts()),
         output_signature={"texts": tf.TensorSpec([None], tf.string),
                           "context": tf.TensorSpec([], tf.int64)})
   return seqio.FunctionDataSource(dataset_fn, splits=("train",))
