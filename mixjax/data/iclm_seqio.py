@@ -11,7 +11,7 @@ the shard size. Set the run's `targets` length to the ICLM
 import glob
 import json
 import os
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import gin
 import numpy as np
@@ -30,22 +30,6 @@ def output_shard_paths(output_dir: str) -> list[str]:
   return paths
 
 
-def read_contexts(paths: Sequence[str]) -> Iterator[tuple[int, list[str]]]:
-  """Yields `(context, texts)` per context, texts in order (a context never spans two shards)."""
-  for path in paths:
-    context, texts = None, []
-    with open(path, "rb") as f:
-      for line in f:
-        record = json.loads(line)
-        if record["context"] != context and texts:
-          yield context, texts
-          texts = []
-        context = record["context"]
-        texts.append(record["text"])
-    if texts:
-      yield context, texts
-
-
 def context_spans(path: str) -> list[tuple[int, int]]:
   """`(byte offset, byte length)` of each context's run of lines in one output shard."""
   spans, context, start, offset = [], None, 0, 0
@@ -62,6 +46,30 @@ def context_spans(path: str) -> list[tuple[int, int]]:
   return spans
 
 
+def _read_spans(paths: Sequence[str], spans: Iterable[tuple[int, int, int]]
+                ) -> Iterator[tuple[int, list[str]]]:
+  """`(context, texts)` of each `(shard, offset, length)` span, in the order given."""
+  files = [open(path, "rb") for path in paths]  # pylint: disable=consider-using-with
+  try:
+    for i, start, length in spans:
+      files[i].seek(start)
+      records = [json.loads(line) for line in files[i].read(length).splitlines()]
+      yield records[0]["context"], [r["text"] for r in records]
+  finally:
+    for f in files:
+      f.close()
+
+
+def _all_spans(paths: Sequence[str]) -> list[tuple[int, int, int]]:
+  return [(i, start, length) for i, path in enumerate(paths)
+          for start, length in context_spans(path)]
+
+
+def read_contexts(paths: Sequence[str]) -> Iterator[tuple[int, list[str]]]:
+  """Yields `(context, texts)` per context in output order, texts in order."""
+  return _read_spans(paths, _all_spans(paths))
+
+
 def read_contexts_shuffled(paths: Sequence[str], seed: int | None
                            ) -> Iterator[tuple[int, list[str]]]:
   """Every context once, in a seeded random order over all shards (documents kept in order).
@@ -70,19 +78,9 @@ def read_contexts_shuffled(paths: Sequence[str], seed: int | None
   one topic (often one domain) at a time, so a buffer over consecutive contexts of a big shard
   trains on one domain for thousands of steps. Indexing context spans makes the shuffle global.
   """
-  spans = [(i, start, length) for i, path in enumerate(paths)
-           for start, length in context_spans(path)]
+  spans = _all_spans(paths)
   order = np.random.default_rng(seed).permutation(len(spans))
-  files = [open(path, "rb") for path in paths]  # pylint: disable=consider-using-with
-  try:
-    for k in order:
-      i, start, length = spans[k]
-      files[i].seek(start)
-      records = [json.loads(line) for line in files[i].read(length).splitlines()]
-      yield records[0]["context"], [r["text"] for r in records]
-  finally:
-    for f in files:
-      f.close()
+  return _read_spans(paths, (spans[k] for k in order))
 
 
 def context_source(output_dir: str) -> seqio.DataSource:
