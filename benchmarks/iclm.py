@@ -1,6 +1,6 @@
 """In-Context Pretraining ordering: the whole pipeline's cost, and how related neighbours are.
 
-For each corpus size, the embedded corpus (`mixjax.data.synthetic`, all five domains) is written
+For each corpus size, the embedded corpus (`mixjax.testbed.corpus`, all five domains) is written
 once, then `python -m mixjax.iclm` runs in a fresh subprocess (wall time and that process's peak
 RSS; per-stage seconds from the stage markers). Quality is measured on the run's own embeddings
 and neighbour graph, side by side with the peer, the released ICLM sort (first unvisited among
@@ -24,10 +24,10 @@ import time
 
 import numpy as np
 
-from mixjax.data import iclm
-from mixjax.data import iclm_io
-from mixjax.data import iclm_order
-from mixjax.data import synthetic
+from mixjax.iclm import stages as iclm
+from mixjax.iclm import io as iclm_io
+from mixjax.iclm import order as iclm_order
+from mixjax.testbed import corpus as synthetic
 
 
 def corpus_files(work_dir: str, num_docs: int) -> list[str]:

@@ -1,7 +1,7 @@
 """In-Context Pretraining vs a random document order at equal steps on the embedded corpus, by seed.
 
 The experiment of Shi et al. (2024) at quickstart scale. One frozen corpus is written to the
-workdir (later changes to `mixjax.data.synthetic` cannot shift it). Per seed, `mixjax.iclm` orders
+workdir (later changes to `mixjax.testbed.corpus` cannot shift it). Per seed, `mixjax.iclm` orders
 its train split twice with that seed, `--order iclm` (related documents share a context) and
 `--order random` (same context cutting and output format); the quickstart model (gin/quickstart.gin
 + gin/iclm.gin) trains on each arm for the same steps, batch and row length, so both arms see the
@@ -13,7 +13,7 @@ evaluated on:
 
 - per-domain validation loss (nats per byte) on the frozen corpus's validation JSONL, documents
   packed in their usual order (no ICLM context);
-- the cross-document probes of `mixjax.data.iclm_probes` (a held-out bio, EOS, a statement about
+- the cross-document probes of `mixjax.iclm.probes` (a held-out bio, EOS, a statement about
   that person, a colleague it names, or an unrelated person) and their closed-book controls.
 
 Reports mean ± std over seeds per arm and the paired difference `iclm-random`, plus what each
@@ -36,14 +36,14 @@ import numpy as np
 import seqio
 
 from mixjax import gin_utils
-from mixjax.data import iclm
-from mixjax.data import iclm_probes
-from mixjax.data import iclm_seqio
-from mixjax.data import lm_tasks
-from mixjax.data import synthetic
+from mixjax.iclm import stages as iclm
+from mixjax.iclm import probes as iclm_probes
+from mixjax.iclm import task as iclm_seqio
+from mixjax.data import tasks as lm_tasks
+from mixjax.testbed import corpus as synthetic
 from mixjax.models import transformer
 from mixjax.training import checkpoints
-from mixjax.training import evaluation
+from mixjax.eval import evaluator as evaluation
 from mixjax.training import loop
 from mixjax.training import metrics as metrics_lib
 from mixjax.training import partitioning

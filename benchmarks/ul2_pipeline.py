@@ -21,9 +21,9 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from mixjax.data import denoisers
-from mixjax.data import synthetic
-from mixjax.data import vocab
+from mixjax.data.objectives import denoisers
+from mixjax.testbed import corpus as synthetic
+from mixjax import vocab
 
 R1_ONLY = denoisers.DEFAULT_DENOISERS[:1]
 

@@ -23,7 +23,7 @@ import numpy as np
 
 import mixjax_tasks  # noqa: F401  (registers the synthetic tasks)
 from mixjax import gin_utils
-from mixjax.data import mixtures  # noqa: F401  (gin configurables)
+from mixjax.mixing import schedules as mixtures  # noqa: F401  (gin configurables)
 from mixjax.training import loop
 from mixjax.training import metrics as metrics_lib
 

@@ -10,7 +10,7 @@ prefix-LM runs see the prompt bidirectionally, as in training.
 
 import argparse
 
-from mixjax.models import decoding
+from mixjax.inference import decoding
 from mixjax.models import transformer
 from mixjax.training import checkpoints
 

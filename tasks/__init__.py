@@ -2,7 +2,7 @@
 
 Importing this package registers: the embedded synthetic domains (`mixjax_synthetic_<domain>`)
 and their mixture (`mixjax_synthetic_mix`), and the TFDS corpora (`mixjax_c4`,
-`mixjax_wikipedia`). Local files: `mixjax.data.lm_tasks.register_jsonl_task`.
+`mixjax_wikipedia`). Local files: `mixjax.data.tasks.register_jsonl_task`.
 """
 
 from mixjax_tasks import synthetic_tasks

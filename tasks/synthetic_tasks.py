@@ -5,8 +5,8 @@ import functools
 import gin
 import seqio
 
-from mixjax.data import lm_tasks
-from mixjax.data import synthetic
+from mixjax.data import tasks as lm_tasks
+from mixjax.testbed import corpus as synthetic
 
 PREFIX = "mixjax_synthetic"
 

@@ -1,6 +1,6 @@
 """SeqIO tasks over TFDS text corpora (downloaded/prepared by TFDS; tested with mock data)."""
 
-from mixjax.data import lm_tasks
+from mixjax.data import tasks as lm_tasks
 
 TFDS_CORPORA = {
     # task name: (tfds name, text feature)

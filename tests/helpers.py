@@ -3,11 +3,11 @@
 import json
 import random
 
-from mixjax.data import lm_tasks
+from mixjax.data import tasks as lm_tasks
 from mixjax.data import pipeline
 from mixjax.models import transformer
 from mixjax.training import checkpoints
-from mixjax.training import evaluation
+from mixjax.eval import evaluator as evaluation
 from mixjax.training import loop
 from mixjax.training import partitioning
 

@@ -8,10 +8,10 @@ import seqio
 import tensorflow_datasets as tfds
 
 import mixjax_tasks  # noqa: F401
-from mixjax.data import lm_tasks
+from mixjax.data import tasks as lm_tasks
 from mixjax.data import pipeline
-from mixjax.data import synthetic
-from mixjax.data import vocab as vocab_lib
+from mixjax.testbed import corpus as synthetic
+from mixjax import vocab as vocab_lib
 from tests import helpers
 
 

@@ -1,4 +1,4 @@
-"""Property tests for the UL2 mixture of denoisers (`mixjax.data.denoisers`).
+"""Property tests for the UL2 mixture of denoisers (`mixjax.data.objectives.denoisers`).
 
 Documents are random byte-token sequences (ids 3..258, so no mode token or sentinel occurs in
 them). The default mixture's examples are computed once per module and shared by the tests.
@@ -14,8 +14,8 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from mixjax.data import denoisers
-from mixjax.data import vocab
+from mixjax.data.objectives import denoisers
+from mixjax import vocab
 
 ENC_DEC = {"inputs": 512, "targets": 512}
 DEC_ONLY = {"targets": 1024}
@@ -306,7 +306,7 @@ def test_spans_are_capped_at_the_number_of_sentinels():
 
 def test_gin_configures_the_mixture():
   config = """
-    import mixjax.data.denoisers
+    import mixjax.data.objectives.denoisers
     long/Denoiser.name = "long"
     long/Denoiser.rate = 3.0
     long/Denoiser.mode_token = "[NLG]"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mixjax.data import vocab as vocab_lib
-from mixjax.training import evaluation
+from mixjax import vocab as vocab_lib
+from mixjax.eval import evaluator as evaluation
 
 
 def _probe(kind, i):

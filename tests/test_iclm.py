@@ -9,13 +9,13 @@ import os
 import numpy as np
 import pytest
 
-from mixjax import iclm as iclm_cli
-from mixjax.data import iclm
-from mixjax.data import iclm_embed
-from mixjax.data import iclm_io
-from mixjax.data import iclm_knn
-from mixjax.data import iclm_order
-from mixjax.data import synthetic
+from mixjax.iclm import cli as iclm_cli
+from mixjax.iclm import stages as iclm
+from mixjax.iclm import embed as iclm_embed
+from mixjax.iclm import io as iclm_io
+from mixjax.iclm import knn as iclm_knn
+from mixjax.iclm import order as iclm_order
+from mixjax.testbed import corpus as synthetic
 
 NUM_DOCS = 2000
 
@@ -117,7 +117,7 @@ def test_beam_pipeline_writes_what_the_local_run_writes(corpus, tmp_path):
   # Apache Beam is the optional [beam] extra (it pins protobuf < 7, which TensorFlow 2.21 cannot
   # use), so this is the one test that skips without it; run it in a venv with the extra.
   pytest.importorskip("apache_beam")
-  from mixjax.data import iclm_beam  # pylint: disable=g-import-not-at-top
+  from mixjax.iclm import beam as iclm_beam  # pylint: disable=g-import-not-at-top
 
   spec = iclm_knn.IndexSpec(kind="ivf", nlist=16, nprobe=4)
   local = iclm.run(_config(corpus, tmp_path / "local", index=spec))
@@ -266,8 +266,8 @@ def test_near_duplicates_dropped_are_written_aside(tmp_path):
 
 def test_seqio_task_keeps_context_order_and_shuffles_contexts(ordered):
   import seqio  # pylint: disable=g-import-not-at-top  (TensorFlow: only this test needs it)
-  from mixjax.data import iclm_seqio  # pylint: disable=g-import-not-at-top
-  from mixjax.data import vocab  # pylint: disable=g-import-not-at-top
+  from mixjax.iclm import task as iclm_seqio  # pylint: disable=g-import-not-at-top
+  from mixjax import vocab  # pylint: disable=g-import-not-at-top
 
   iclm_seqio.register_iclm_task("iclm_test_task", ordered)
   dataset = seqio.get_mixture_or_task("iclm_test_task").get_dataset(
@@ -429,7 +429,7 @@ def test_line_index_handles_missing_final_newline_and_empty_files(tmp_path):
 
 def test_context_shuffle_is_global_and_seeded(tmp_path):
   """One big shard whose first half is one domain: the shuffled stream mixes from the start."""
-  from mixjax.data import iclm_seqio  # pylint: disable=g-import-not-at-top
+  from mixjax.iclm import task as iclm_seqio  # pylint: disable=g-import-not-at-top
 
   path = tmp_path / "iclm-00000-of-00001.jsonl"
   with open(path, "w") as f:

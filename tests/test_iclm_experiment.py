@@ -5,7 +5,7 @@ import json
 import math
 import os
 
-from mixjax.data import iclm_probes
+from mixjax.iclm import probes as iclm_probes
 
 _SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "benchmarks", "iclm_experiment.py")

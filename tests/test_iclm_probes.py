@@ -6,10 +6,10 @@ import re
 import numpy as np
 import pytest
 
-from mixjax.data import iclm_probes
-from mixjax.data import synthetic
-from mixjax.data import vocab as vocab_lib
-from mixjax.training import evaluation
+from mixjax.iclm import probes as iclm_probes
+from mixjax.testbed import corpus as synthetic
+from mixjax import vocab as vocab_lib
+from mixjax.eval import evaluator as evaluation
 
 
 @pytest.fixture(scope="module")

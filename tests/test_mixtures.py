@@ -14,11 +14,11 @@ import pytest
 import seqio
 
 from mixjax import plots
-from mixjax.data import accounting
-from mixjax.data import allocation
-from mixjax.data import mixtures
+from mixjax.mixing import accounting
+from mixjax.mixing import allocation
+from mixjax.mixing import schedules as mixtures
 from mixjax.data import pipeline
-from mixjax.data import scheduled_pipeline
+from mixjax.mixing import stream as scheduled_pipeline
 from mixjax.training import loop
 from mixjax.training import metrics as metrics_lib
 from tests import helpers

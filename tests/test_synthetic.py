@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from mixjax.data import synthetic
+from mixjax.testbed import corpus as synthetic
 
 CONFIG = synthetic.CorpusConfig(num_docs=1500, seed=3, num_probes=120)
 # sha256 prefix of a small corpus (see test_golden_digest); the same on Python 3.10-3.13.

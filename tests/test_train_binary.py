@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from mixjax.data import synthetic
+from mixjax.testbed import corpus as synthetic
 from mixjax.training import metrics as metrics_lib
 
 TINY_ARGS = [

@@ -7,8 +7,8 @@ import pytest
 import mixjax_tasks  # noqa: F401
 from mixjax import infer
 from mixjax.data import pipeline
-from mixjax.data import vocab as vocab_lib
-from mixjax.models import decoding
+from mixjax import vocab as vocab_lib
+from mixjax.inference import decoding
 from mixjax.models import masks
 from mixjax.models import transformer
 from mixjax.training import loop

@@ -57,7 +57,7 @@ def resolve_task_name(config: DataConfig, name: str | None = None) -> str:
   if config.objective == "lm":
     return name
   if config.objective == "ul2":
-    from mixjax.data import ul2_tasks  # local: only UL2 runs pay for the denoisers' import
+    from mixjax.data.objectives import ul2 as ul2_tasks  # local: only UL2 runs pay for the denoisers' import
     layout = "prefix_lm" if config.feature_converter == "prefix_lm" else "enc_dec"
     return ul2_tasks.ul2_variant(name, layout)
   raise ValueError(f"Unknown objective {config.objective!r}; valid: {', '.join(OBJECTIVES)}.")

@@ -16,7 +16,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from mixjax.data import vocab as vocab_lib
+from mixjax import vocab as vocab_lib
 from mixjax.models import attention as attention_lib
 from mixjax.models import masks
 

@@ -17,10 +17,10 @@ from tqdm import tqdm
 
 from mixjax import gin_utils
 from mixjax.data import pipeline
-from mixjax.data import scheduled_pipeline
+from mixjax.mixing import stream as scheduled_pipeline
 from mixjax.models import transformer
 from mixjax.training import checkpoints
-from mixjax.training import evaluation
+from mixjax.eval import evaluator as evaluation
 from mixjax.training import metrics as metrics_lib
 from mixjax.training import optim
 from mixjax.training import partitioning

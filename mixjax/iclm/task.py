@@ -18,8 +18,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from mixjax.data import iclm
-from mixjax.data import lm_tasks
+from mixjax.iclm import stages as iclm
+from mixjax.data import tasks as lm_tasks
 
 
 def output_shard_paths(output_dir: str) -> list[str]:

@@ -28,9 +28,9 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from mixjax.data import accounting
-from mixjax.data import allocation
-from mixjax.data import mixtures
+from mixjax.mixing import accounting
+from mixjax.mixing import allocation
+from mixjax.mixing import schedules as mixtures
 from mixjax.data import pipeline
 
 STATE_KIND = "scheduled_mixture"

@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import seqio
 import tensorflow as tf
 
-from mixjax.data import vocab as vocab_lib
+from mixjax import vocab as vocab_lib
 
 
 def output_features() -> dict[str, seqio.Feature]:

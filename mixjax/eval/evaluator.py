@@ -15,9 +15,9 @@ import jax
 import numpy as np
 import seqio
 
-from mixjax.data import lm_tasks
+from mixjax.data import tasks as lm_tasks
 from mixjax.data import pipeline
-from mixjax.data import vocab as vocab_lib
+from mixjax import vocab as vocab_lib
 from mixjax.training import partitioning
 from mixjax.training import trainer
 

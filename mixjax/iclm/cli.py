@@ -6,7 +6,7 @@ DIR gets `iclm-*-of-*.jsonl` (every input field, plus `context`), `report.json` 
 adjacent documents are, against a random order; what was skipped) and `stages/` (resumable
 intermediate files: rerun the same command after a crash). `--runner=beam` runs the embedding and
 neighbour stages as an Apache Beam pipeline (`pip install -e '.[beam]'`). The SeqIO task over DIR is
-`mixjax.data.iclm_seqio.register_iclm_task`. The logic lives in `mixjax.data.iclm`.
+`mixjax.iclm.task.register_iclm_task`. The logic lives in `mixjax.iclm.stages`.
 
 `--order random` writes the baseline for training experiments: the same documents, contexts cut
 and written the same way, in a seeded random order (no neighbour search).
@@ -18,8 +18,8 @@ import glob
 import json
 import sys
 
-from mixjax.data import iclm
-from mixjax.data import iclm_knn
+from mixjax.iclm import stages as iclm
+from mixjax.iclm import knn as iclm_knn
 
 
 def _inputs(value: str) -> tuple[str, ...]:
@@ -89,7 +89,7 @@ def main(argv: list[str]) -> int:
   config = config_from_args(args)
   try:
     if args.runner == "beam":
-      from mixjax.data import iclm_beam  # pylint: disable=g-import-not-at-top  (optional extra)
+      from mixjax.iclm import beam as iclm_beam  # pylint: disable=g-import-not-at-top  (optional extra)
       report = iclm_beam.run(config, args.beam_options.split(), restart=args.restart)
     else:
       report = iclm.run(config, until=args.until, worker=args.worker, restart=args.restart)

@@ -27,8 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from mixjax.data import vocab as vocab_lib
-from mixjax.training import evaluation
+from mixjax import vocab as vocab_lib
+from mixjax.eval import evaluator as evaluation
 
 # Statement per attribute; `{name}` is the person the probe asks about.
 STATEMENTS = {"employer": "{name} works at", "city": "{name} lives in"}
@@ -45,7 +45,7 @@ def read_jsonl(path: str) -> list[dict]:
 
 
 def load_bios(corpus_dir: str) -> tuple[list[dict], list[dict]]:
-  """(train, validation) bios records of a corpus written by `mixjax.data.synthetic`."""
+  """(train, validation) bios records of a corpus written by `mixjax.testbed.corpus`."""
   return tuple(read_jsonl(os.path.join(corpus_dir, split, "bios.jsonl"))
                for split in ("train", "validation"))
 

@@ -21,7 +21,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from mixjax.data import iclm_io
+from mixjax.iclm import io as iclm_io
 
 State = dict[str, np.ndarray]
 
@@ -193,7 +193,7 @@ class MeanPooledLMEmbedder(_PretrainedEmbedder):
                           or [np.zeros((0, self.dim), np.float32)])
 
   def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
-    from mixjax.data import vocab  # pylint: disable=g-import-not-at-top  (pulls in TensorFlow)
+    from mixjax import vocab  # pylint: disable=g-import-not-at-top  (pulls in TensorFlow)
     ids = [vocab.get_vocabulary().encode(t)[:self.max_tokens] for t in texts]
     width = -(-max(1, *map(len, ids)) // 128) * 128
     tokens_BT = np.zeros((len(ids), width), np.int32)

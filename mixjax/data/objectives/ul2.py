@@ -12,9 +12,9 @@ the same sources and rates, each document routed through `denoisers.ul2_denoise`
 
 import seqio
 
-from mixjax.data import denoisers
-from mixjax.data import lm_tasks
-from mixjax.data import vocab as vocab_lib
+from mixjax.data.objectives import denoisers
+from mixjax.data import tasks as lm_tasks
+from mixjax import vocab as vocab_lib
 
 LAYOUTS = ("prefix_lm", "enc_dec")
 
@@ -34,7 +34,7 @@ def _output_features() -> dict[str, seqio.Feature]:
 def _register_task(task_name: str, layout: str) -> str:
   if task_name not in lm_tasks.TASK_TEXT_SOURCES:
     raise ValueError(f"Task {task_name!r} was not registered through "
-                     "mixjax.data.lm_tasks.register_lm_task, so its text source is unknown and "
+                     "mixjax.data.tasks.register_lm_task, so its text source is unknown and "
                      "no UL2 variant can be derived; register it with register_lm_task.")
   source, text_key = lm_tasks.TASK_TEXT_SOURCES[task_name]
   name = f"{task_name}_ul2_{layout}"

@@ -16,7 +16,7 @@
 Each stage is complete once `_DONE` is in its directory, and each shard file appears atomically, so
 a rerun skips what is done and resumes the rest. Sharded stages can be split over machines
 (`worker=(i, n)` takes every n-th shard; run the single-step stages on one of them, e.g. with
-`until`, or each worker that gets there repeats them); `mixjax.data.iclm_beam` runs fit..knn as a
+`until`, or each worker that gets there repeats them); `mixjax.iclm.beam` runs fit..knn as a
 Beam pipeline.
 Documents are numbered in input order after dropping skipped lines; that number is what the
 embedding, neighbour and order files index.
@@ -33,10 +33,10 @@ from typing import Callable, Sequence
 import numpy as np
 import tqdm
 
-from mixjax.data import iclm_embed
-from mixjax.data import iclm_io
-from mixjax.data import iclm_knn
-from mixjax.data import iclm_order
+from mixjax.iclm import embed as iclm_embed
+from mixjax.iclm import io as iclm_io
+from mixjax.iclm import knn as iclm_knn
+from mixjax.iclm import order as iclm_order
 
 STAGES = ("scan", "fit", "embed", "docs", "index", "knn", "order", "write")
 # "iclm": the greedy walk over the neighbour graph. "random": a seeded permutation, cut into

@@ -47,7 +47,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from mixjax.data import vocab
+from mixjax import vocab
 
 
 @gin.configurable
@@ -402,7 +402,7 @@ def ul2_denoise(dataset: tf.data.Dataset,
   """
   vocab_size = output_features["targets"].vocabulary.vocab_size
   if vocab_size != vocab.get_vocabulary().vocab_size:
-    raise ValueError(f"ul2_denoise puts mode tokens and sentinels at mixjax.data.vocab ids, but "
+    raise ValueError(f"ul2_denoise puts mode tokens and sentinels at mixjax.vocab ids, but "
                      f"the task's targets vocabulary has {vocab_size} ids, not "
                      f"{vocab.get_vocabulary().vocab_size}.")
   tables = _tables(denoisers, LengthBudget.from_sequence_length(

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from mixjax.data import iclm_io
+from mixjax.iclm import io as iclm_io
 
 Progress = Callable[[int], None]
 

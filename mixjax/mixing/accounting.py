@@ -12,7 +12,7 @@ from typing import Mapping
 from absl import logging
 import numpy as np
 
-from mixjax.data import mixtures
+from mixjax.mixing import schedules as mixtures
 from mixjax.data import pipeline
 
 ON_EXCEED = ("error", "warn")

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixjax.data import vocab as vocab_lib
+from mixjax import vocab as vocab_lib
 
 SPAN_MARK = "<X>"
 MODES = {"S2S": "[S2S]", "NLU": "[NLU]", "NLG": "[NLG]", "none": None}

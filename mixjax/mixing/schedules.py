@@ -21,7 +21,7 @@ import gin
 import numpy as np
 import seqio
 
-from mixjax.data import lm_tasks
+from mixjax.data import tasks as lm_tasks
 
 
 @dataclasses.dataclass(frozen=True)

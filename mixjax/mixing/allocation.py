@@ -17,7 +17,7 @@ import dataclasses
 import zlib
 import numpy as np
 
-from mixjax.data import mixtures
+from mixjax.mixing import schedules as mixtures
 
 
 def apportion(owed_D: np.ndarray, eligible_D: np.ndarray, total: int) -> np.ndarray:

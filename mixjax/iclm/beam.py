@@ -3,7 +3,7 @@
   scan (here) -> Beam: fit -> embed shards -> docs -> train index -> add shards -> merge
                        -> search shards -> (here) order, write
 
-Each Beam step calls the per-shard functions of `mixjax.data.iclm` and writes the same files, so
+Each Beam step calls the per-shard functions of `mixjax.iclm.stages` and writes the same files, so
 `iclm.run` then finds those stages done and runs the traversal on the merged graph, on one
 machine (it holds the graph: about 200 bytes per document). DIR must be on a file system every
 worker sees. Steps that only one worker can do (fit, docs, train, merge) take a small input:
@@ -22,9 +22,9 @@ except ImportError as e:
       "protobuf < 7, which TensorFlow 2.21 cannot share: install it in its own virtualenv "
       "(mixjax's ICLM stages need only numpy, faiss and tqdm there).") from e
 
-from mixjax.data import iclm
-from mixjax.data import iclm_io
-from mixjax.data import iclm_knn
+from mixjax.iclm import stages as iclm
+from mixjax.iclm import io as iclm_io
+from mixjax.iclm import knn as iclm_knn
 
 
 def _context(config: iclm.IclmConfig):
