@@ -10,31 +10,39 @@ prefix-LM runs see the prompt bidirectionally, as in training.
 
 import argparse
 
+from mixjax.data import objectives
 from mixjax.inference import decoding
+from mixjax.inference import restore
 from mixjax.models import transformer
-from mixjax.training import checkpoints
 
 
 def infer(model_dir: str, prompts: list[str], mode: str = "S2S", max_new_tokens: int = 64,
           temperature: float = 0.0, seed: int = 0) -> list[str]:
-  """Generates one completion per prompt; returns them as text."""
-  model_config, data_config, params = checkpoints.restore_for_inference(model_dir)
+  """Generates one completion per prompt; returns them as text.
+
+  Prompts are put in the run's objective's prompt format (the one its probes were scored in):
+  an lm run continues the text; a UL2 run gets the mode token, the prompt and EOS as inputs,
+  seen bidirectionally by a prefix-LM model, as in training.
+  """
+  model_config, data_config, params = restore.restore_for_inference(model_dir)
   if model_config.architecture != "decoder":
     raise NotImplementedError("mixjax.infer generates with decoder-only models; this run is "
                               f"{model_config.architecture!r}.")
   ul2 = data_config.objective == "ul2"
   if ul2 and mode == "none":
     raise ValueError("This run was trained with UL2: pick a mode (S2S, NLU or NLG).")
+  objective = objectives.get(data_config.objective)
+  vocabulary = data_config.vocabulary
   model = transformer.build_model(model_config)
   outputs = []
   for i, prompt in enumerate(prompts):
-    ids = decoding.encode_prompt(prompt, mode if ul2 else "none")
-    if ul2:
-      ids.append(1)  # UL2 inputs end with EOS, as in training
+    formatted = objective.prompt(decoding.encode_prompt(prompt, "none", vocabulary), vocabulary,
+                                 mode if ul2 else None)
+    ids = list(formatted.inputs or ()) + list(formatted.prefix)
     new = decoding.generate(model.apply, params, ids, max_new_tokens=max_new_tokens,
                             prefix_lm=data_config.feature_converter == "prefix_lm",
-                            temperature=temperature, seed=seed + i)
-    outputs.append(decoding.decode_tokens(new))
+                            temperature=temperature, seed=seed + i, eos_id=vocabulary.eos_id)
+    outputs.append(decoding.decode_tokens(new, vocabulary))
   return outputs
 
 

@@ -13,8 +13,10 @@ from mixjax import gin_utils
 
 def main(argv=None):
   gin_utils.parse_and_bind(sys.argv[1:] if argv is None else argv, prog="mixjax.train")
-  import mixjax_tasks  # noqa: F401  (registers the SeqIO tasks and mixtures)
-  from mixjax.training import loop
+  # After parsing: the built-in tasks are registered (again) with the bindings just parsed.
+  import mixjax_tasks  # pylint: disable=g-import-not-at-top
+  from mixjax.training import loop  # pylint: disable=g-import-not-at-top
+  mixjax_tasks.register_all()
   return loop.train()
 
 

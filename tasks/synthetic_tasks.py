@@ -1,12 +1,12 @@
-"""SeqIO tasks over the embedded synthetic corpus, one per domain, and their mixture."""
+"""Tasks over the embedded synthetic corpus (the testbed), one per domain, and their mixture."""
 
 import functools
 
 import gin
 import seqio
 
-from mixjax.data import tasks as lm_tasks
-from mixjax.testbed import corpus as synthetic
+from mixjax.data import tasks
+from mixjax.testbed import corpus
 
 PREFIX = "mixjax_synthetic"
 
@@ -16,8 +16,8 @@ def task_name(domain: str, prefix: str = PREFIX) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _texts(config: synthetic.CorpusConfig, split: str, domain: str) -> tuple[str, ...]:
-  return tuple(doc["text"] for doc in synthetic.iter_documents(config, split=split, domain=domain))
+def _texts(config: corpus.CorpusConfig, split: str, domain: str) -> tuple[str, ...]:
+  return tuple(doc["text"] for doc in corpus.iter_documents(config, split=split, domain=domain))
 
 
 @gin.configurable
@@ -28,21 +28,20 @@ def register_synthetic(num_docs: int = 20_000, seed: int = 0, prefix: str = PREF
   The corpus is generated lazily, on first read. Mixture rates default to each domain's share
   of documents; pass `mixture_rates={"math": 2.0, ...}` to override some of them.
   """
-  config = synthetic.CorpusConfig(num_docs=num_docs, seed=seed)
-  for domain in synthetic.DOMAINS:
-    source = lm_tasks.texts_source({
+  config = corpus.CorpusConfig(num_docs=num_docs, seed=seed)
+  for domain in corpus.DOMAINS:
+    source = tasks.texts_source({
         split: functools.partial(_texts, config, split, domain)
         for split in ("train", "validation")})
-    probes_fn = (functools.partial(synthetic.probes, config, domain)
-                 if domain in synthetic.PROBE_DOMAINS else None)
-    lm_tasks.register_lm_task(task_name(domain, prefix), source, domain=domain,
-                              probes_fn=probes_fn)
-  rates = dict(synthetic.domain_counts(config, split="train"))
+    probes = (functools.partial(corpus.probes, config, domain)
+              if domain in corpus.PROBE_DOMAINS else None)
+    tasks.register(tasks.TaskSpec(task_name(domain, prefix), source, domain=domain,
+                                  probes=probes))
+  rates = dict(corpus.domain_counts(config, split="train"))
   unknown = set(mixture_rates or {}) - set(rates)
   if unknown:
     raise ValueError(f"mixture_rates names unknown domains {sorted(unknown)}; valid: "
-                     f"{list(synthetic.DOMAINS)}.")
+                     f"{list(corpus.DOMAINS)}.")
   rates.update(mixture_rates or {})
-  seqio.MixtureRegistry.remove(f"{prefix}_mix")
-  return seqio.MixtureRegistry.add(
-      f"{prefix}_mix", [(task_name(d, prefix), float(r)) for d, r in rates.items()])
+  return tasks.register_mixture(f"{prefix}_mix",
+                                [(task_name(d, prefix), float(r)) for d, r in rates.items()])

@@ -1,6 +1,6 @@
 """SeqIO tasks over TFDS text corpora (downloaded/prepared by TFDS; tested with mock data)."""
 
-from mixjax.data import tasks as lm_tasks
+from mixjax.data import tasks
 
 TFDS_CORPORA = {
     # task name: (tfds name, text feature)
@@ -11,4 +11,4 @@ TFDS_CORPORA = {
 
 def register_tfds_corpora(tfds_data_dir: str | None = None):
   for name, (tfds_name, text_key) in TFDS_CORPORA.items():
-    lm_tasks.register_tfds_task(name, tfds_name, text_key=text_key, tfds_data_dir=tfds_data_dir)
+    tasks.register_tfds_task(name, tfds_name, text_key=text_key, tfds_data_dir=tfds_data_dir)

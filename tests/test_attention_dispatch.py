@@ -22,7 +22,7 @@ def _batch():
 @pytest.mark.parametrize("impl", ["pallas", "cudnn"])
 def test_model_logits_match_the_xla_reference(impl):
   tokens_BT, segment_ids_BT, positions_BT, inputs_mask_BT = _batch()
-  config = dict(d_model=32, num_layers=1, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64)
+  config = dict(vocab_size=640, d_model=32, num_layers=1, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64)
   reference = transformer.Decoder(transformer.TransformerConfig(**config, attention_impl="xla"))
   other = transformer.Decoder(transformer.TransformerConfig(**config, attention_impl=impl))
   params = reference.init(jax.random.key(0), tokens_BT)
@@ -34,7 +34,7 @@ def test_model_logits_match_the_xla_reference(impl):
 def test_packed_documents_do_not_see_each_other():
   tokens_BT, segment_ids_BT, positions_BT, _ = _batch()
   model = transformer.Decoder(transformer.TransformerConfig(
-      d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64))
+      vocab_size=640, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64))
   params = model.init(jax.random.key(0), tokens_BT)
   logits = model.apply(params, tokens_BT, segment_ids_BT, positions_BT)
   changed = tokens_BT.at[0, :15].set(7)  # rewrite the first document only

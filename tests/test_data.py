@@ -10,13 +10,14 @@ import tensorflow_datasets as tfds
 import mixjax_tasks  # noqa: F401
 from mixjax.data import tasks as lm_tasks
 from mixjax.data import pipeline
+from mixjax.mixing import stream
 from mixjax.testbed import corpus as synthetic
 from mixjax import vocab as vocab_lib
 from tests import helpers
 
 
-def _first_batches(config, n, **kwargs):
-  it = pipeline.BatchIterator(config, **kwargs)
+def _first_batches(config, n, seed, shard_info=None, total_steps=8):
+  it = stream.make_batch_iterator(config, seed, shard_info, total_steps)
   return [next(it) for _ in range(n)], it
 
 
@@ -25,7 +26,8 @@ def test_synthetic_tasks_and_mixture_are_registered():
   assert sorted(t.name for t in mix.tasks) == sorted(
       f"mixjax_synthetic_{d}" for d in synthetic.DOMAINS)
   for d in synthetic.PROBE_DOMAINS:
-    assert f"mixjax_synthetic_{d}" in lm_tasks.TASK_PROBES
+    assert lm_tasks.get(f"mixjax_synthetic_{d}").probes is not None
+    assert lm_tasks.domain_of(f"mixjax_synthetic_{d}") == d
 
 
 def test_synthetic_task_tokens_round_trip():
@@ -63,7 +65,7 @@ def test_iterator_is_deterministic_and_resumes_exactly():
   again, _ = _first_batches(config, 6, seed=3)
   other, _ = _first_batches(config, 6, seed=4)
   first_half, it = _first_batches(config, 3, seed=3)
-  resumed = pipeline.BatchIterator.from_state(config, it.state())
+  resumed = stream.make_batch_iterator(config, 0, None, 8, state=it.state())
   second_half = [next(resumed) for _ in range(3)]
   for a, b, c in zip(straight, again, first_half + second_half):
     for k in a:
@@ -85,7 +87,9 @@ def test_host_shards_are_disjoint_halves():
 
 def test_unknown_task_error_lists_registered_names():
   with pytest.raises(ValueError, match="mixjax_synthetic_mix"):
-    pipeline.get_provider("mixjax_synthetic_typo")
+    lm_tasks.task_names("mixjax_synthetic_typo")
+  with pytest.raises(ValueError, match="register"):
+    lm_tasks.get("mixjax_synthetic_typo")
 
 
 def test_jsonl_task_reads_files_and_names_bad_lines(tmp_path):

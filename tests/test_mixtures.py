@@ -18,6 +18,7 @@ from mixjax.mixing import accounting
 from mixjax.mixing import allocation
 from mixjax.mixing import schedules as mixtures
 from mixjax.data import pipeline
+from mixjax.mixing import sources
 from mixjax.mixing import stream as scheduled_pipeline
 from mixjax.training import loop
 from mixjax.training import metrics as metrics_lib
@@ -172,14 +173,15 @@ def _assert_same_batches(a, b):
 
 def test_batches_take_the_scheduled_rows_from_each_domain_stream_in_order():
   config = _config(TWO_STAGES)
-  it = scheduled_pipeline.ScheduledBatchIterator(config, seed=5, total_steps=6)
+  it = scheduled_pipeline.make_batch_iterator(config, 5, None, 6)
   batches = _take(it, 6)
-  assert scheduled_pipeline.DOMAIN_KEY not in batches[0]
+  assert sorted(batches[0]) == sorted(pipeline.get_dataset(
+      config, it.tasks['math'], 'train', shuffle=False, num_epochs=1).element_spec)
   streams = {}  # each domain's own packed stream, read independently
   for domain in ("math", "web"):
     task = it.tasks[domain]
     ds = pipeline.get_dataset(config, task, "train", shuffle=True, num_epochs=None,
-                              seed=allocation.domain_seed(5, task),
+                              seed=pipeline.domain_seed(5, task),
                               shard_info=seqio.ShardInfo(0, 1))
     streams[domain] = [r.tobytes() for r in next(ds.batch(48).as_numpy_iterator())[
         "decoder_target_tokens"]]
@@ -199,7 +201,7 @@ def test_batches_take_the_scheduled_rows_from_each_domain_stream_in_order():
 
 def test_resume_at_every_step_gives_the_uninterrupted_batches():
   config = _config(TWO_STAGES)
-  it = scheduled_pipeline.ScheduledBatchIterator(config, seed=1, total_steps=6)
+  it = scheduled_pipeline.make_batch_iterator(config, 1, None, 6)
   straight, states = [], [json.loads(json.dumps(it.state()))]
   for _ in range(6):
     straight.append(next(it))
@@ -209,7 +211,7 @@ def test_resume_at_every_step_gives_the_uninterrupted_batches():
                                                      total_steps=6, state=states[k])
     _assert_same_batches(_take(resumed, 6 - k), straight[k:])
     assert resumed.state() == states[6]
-  pure = allocation.state_at(it.schedule, it.rows_per_shard, 4)
+  pure = allocation.state_at(it.allocator.source, it.rows_per_shard, 4)
   assert tuple(states[4]["rows"].values()) == pure.rows_D  # a pure function of the step
   with pytest.raises(StopIteration):
     next(it)  # the stream holds the run's steps, no more
@@ -218,15 +220,15 @@ def test_resume_at_every_step_gives_the_uninterrupted_batches():
 def test_hosts_read_disjoint_shares_whose_union_is_the_single_host_batch():
   config = _config(TWO_STAGES)
   mixing = scheduled_pipeline.MixingConfig(num_shards=2)
-  single = _take(scheduled_pipeline.ScheduledBatchIterator(config, 0, 6, mixing=mixing), 6)
-  hosts = [_take(scheduled_pipeline.ScheduledBatchIterator(
-      config, 0, 6, seqio.ShardInfo(h, 2), mixing), 6) for h in range(2)]
+  single = _take(scheduled_pipeline.make_batch_iterator(config, 0, None, 6, mixing=mixing), 6)
+  hosts = [_take(scheduled_pipeline.make_batch_iterator(
+      config, 0, seqio.ShardInfo(h, 2), 6, mixing=mixing), 6) for h in range(2)]
   union = [{k: np.concatenate([h0[k], h1[k]]) for k in h0} for h0, h1 in zip(*hosts)]
   _assert_same_batches(union, single)
   rows = [{r.tobytes() for b in host for r in b["decoder_target_tokens"]} for host in hosts]
   assert not rows[0] & rows[1]  # shard v reads only documents v mod 2
   with pytest.raises(ValueError, match="num_shards=2 must be a multiple of the host count"):
-    scheduled_pipeline.ScheduledBatchIterator(config, 0, 6, seqio.ShardInfo(0, 4), mixing)
+    scheduled_pipeline.make_batch_iterator(config, 0, seqio.ShardInfo(0, 4), 6, mixing=mixing)
 
 
 def test_repeat_cap_names_the_domain_and_the_fix(caplog):
@@ -236,21 +238,68 @@ def test_repeat_cap_names_the_domain_and_the_fix(caplog):
   steps = math_rows // 2  # 6 of 8 rows per step are math: 3 epochs of it
   with pytest.raises(accounting.RepeatCapError,
                      match=r"'math': [23]\.\d\d epochs .* > cap 2.*unimax_rates\(max_epochs=...\)"):
-    scheduled_pipeline.ScheduledBatchIterator(config, 0, steps, mixing=cap)
+    scheduled_pipeline.make_batch_iterator(config, 0, None, steps, mixing=cap)
   warn = scheduled_pipeline.MixingConfig(max_epochs=2.0, on_exceed="warn")
-  scheduled_pipeline.ScheduledBatchIterator(config, 0, steps, mixing=warn)
+  scheduled_pipeline.make_batch_iterator(config, 0, None, steps, mixing=warn)
   assert "'math': " in caplog.text and "MixingConfig.max_epochs" in caplog.text
-  scheduled_pipeline.ScheduledBatchIterator(config, 0, steps // 2, mixing=cap)  # 1.5: fine
+  scheduled_pipeline.make_batch_iterator(config, 0, None, steps // 2, mixing=cap)  # 1.5: fine
 
 
-def test_static_and_scheduled_states_do_not_mix():
+def test_static_rates_are_a_constant_schedule_through_the_exact_allocator():
+  static = scheduled_pipeline.make_batch_iterator(_config(None), 0, None, 6)
+  constant = scheduled_pipeline.make_batch_iterator(
+      _config(mixtures.constant_schedule(mixture_tasks.TWO)), 0, None, 6)
+  _assert_same_batches(_take(static, 6), _take(constant, 6))
+  # math 1 : web 3 over 8 rows a step: exactly 12 and 36 rows after 6 steps, not in expectation.
+  assert static.state()["rows"] == {"math": 12, "web": 36}
+  assert static.step_metrics(6)["mixture/web/weight_scheduled"] == 0.75
+
+
+def test_old_static_iterator_state_is_refused_with_the_reason():
+  with pytest.raises(ValueError, match="old static-mixture iterator"):
+    scheduled_pipeline.make_batch_iterator(_config(None), 0, None, 6,
+                                           state={"batches_consumed": 3, "seed": 0})
+
+
+class _FollowLoss(sources.WeightSource):
+  """A toy weight source updated from training: weights proportional to the last losses."""
+
+  def __init__(self, domains):
+    self.domains, self.w_D = tuple(domains), np.full(len(domains), 1.0 / len(domains))
+
+  def weights_D(self, step):
+    return self.w_D
+
+  def update(self, step, stats):
+    loss_D = np.asarray([stats[d] for d in self.domains], float)
+    self.w_D = loss_D / loss_D.sum()
+
+  def state(self):
+    return {"w": self.w_D.tolist()}
+
+  def restore(self, state):
+    self.w_D = np.asarray(state["w"])
+
+
+def test_a_weight_source_updated_during_training_steers_the_next_batches_and_resumes():
   config = _config(None)
-  static = scheduled_pipeline.make_batch_iterator(config, 0, seqio.ShardInfo(0, 1), 6)
-  assert isinstance(static, pipeline.BatchIterator) and static.step_metrics(1) == {}
-  with pytest.raises(ValueError, match="static SeqIO mixture's"):
-    scheduled_pipeline.make_batch_iterator(_config(TWO_STAGES), 0, None, 6, state=static.state())
-  with pytest.raises(ValueError, match="set MIXTURE_SCHEDULE"):
-    scheduled_pipeline.make_batch_iterator(config, 0, None, 6, state={"kind": "scheduled_mixture"})
+
+  def run(updates, state=None, steps=6, start=0):
+    it = scheduled_pipeline.make_batch_iterator(config, 0, None, 6, state=state,
+                                                weight_source=_FollowLoss(("math", "web")))
+    out = []
+    for step in range(start, steps):
+      out.append(next(it))
+      it.update(step + 1, updates[step])
+    return out, it
+  updates = [{"math": 1.0, "web": 1.0}, {"math": 3.0, "web": 1.0}, {"math": 1.0, "web": 0.0}] * 2
+  straight, it = run(updates)
+  assert it.step_metrics(3)["mixture/math/weight_scheduled"] == 0.75  # set after step 2
+  assert it.step_metrics(4)["mixture/math/rows"] == 4 + 4 + 6 + 8
+  half, half_it = run(updates, steps=3)
+  state = json.loads(json.dumps(half_it.state()))
+  rest, _ = run(updates, state=state, start=3)
+  _assert_same_batches(half + rest, straight)
 
 
 # ----------------------------------------------------------------------------------------------

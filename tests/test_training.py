@@ -1,5 +1,6 @@
 """Trainer tests: sharding parity, real sharding, resume, NaN and bad-input errors."""
 
+import dataclasses
 import json
 import os
 
@@ -41,7 +42,7 @@ def test_parameters_are_sharded_on_a_2x2x2_mesh(task, tmp_path):
   from mixjax.models import transformer
   from mixjax.training import optim
   mesh = partitioning.make_mesh(partitioning.MeshConfig(shape=(2, 2, 2)))
-  model = transformer.Decoder(kwargs["model"])
+  model = transformer.Decoder(dataclasses.replace(kwargs["model"], vocab_size=640))
   tx = optim.make_optimizer(optim.OptimizerConfig(), 10)
   state, _ = trainer.create_state(model, tx, mesh, partitioning.DEFAULT_RULES, (4, 8), seed=0)
   query = state.params["layer_0"]["attention"]["query"]["kernel"]  # [embed, heads, head_dim]

@@ -7,6 +7,7 @@ import pytest
 import mixjax_tasks  # noqa: F401
 from mixjax import infer
 from mixjax.data import pipeline
+from mixjax.mixing import stream
 from mixjax import vocab as vocab_lib
 from mixjax.inference import decoding
 from mixjax.models import masks
@@ -28,7 +29,7 @@ def test_cross_ranges_follow_segments():
 def test_prefix_lm_batches_mark_the_bidirectional_prefix():
   config = pipeline.DataConfig("mixjax_synthetic_math", {"inputs": 64, "targets": 64},
                                batch_size=4, feature_converter="prefix_lm", objective="ul2")
-  batch = next(pipeline.BatchIterator(config, seed=0))
+  batch = next(stream.make_batch_iterator(config, 0, None, 1))
   assert batch["decoder_target_tokens"].shape == (4, 128)
   causal = batch["decoder_causal_attention"]
   weights = batch["decoder_loss_weights"]

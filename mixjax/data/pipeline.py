@@ -1,24 +1,38 @@
-"""The batch iterator the trainer consumes: SeqIO mixture -> feature converter -> host batches.
+"""The one batch iterator: per-domain packed rows, mixed step by step by an exact row allocator.
 
-The stream is a pure function of (config, seed, host shard): tf.data runs deterministically with
-seqio's seeded shuffles and mixture sampling. Its checkpointable state is the number of batches
-consumed; restoring rebuilds the stream and skips that many batches, so a resumed run sees
-exactly the batches an uninterrupted run would.
+Every run reads its data through `BatchIterator`. Each domain's task is packed on its own into
+rows of the run's length (seeded shuffle, repeated forever). At each step an allocator (see
+`mixjax.mixing`: a weight source times an exact per-step apportionment) says how many rows each
+domain gives; a seeded permutation (a pure function of seed, shard and step) places them in the
+batch. Static rates are a constant schedule through the same allocator, so there is one code path.
+
+Data shards: the global batch is `num_shards` equal shard batches, shard v reading only documents
+`v mod num_shards` of every domain; host h of H reads shards [h V/H, (h+1) V/H) and nothing else.
+So the concatenation of all hosts' batches is the batch one host reads with the same
+`num_shards`, and each host reads a disjoint share. Every shard gets the same counts.
+
+State: the step, each domain's position (rows given), the allocator's carry and its weight
+source's state, and tokens read: resuming continues the stream exactly, on any number of hosts.
 """
 
 import dataclasses
-from typing import Any, Iterator, Mapping
+import zlib
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 import gin
+import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import seqio
 import tensorflow as tf
 
-FEATURE_CONVERTERS = {
-    "lm": seqio.DecoderFeatureConverter,
-    "prefix_lm": seqio.PrefixLMFeatureConverter,
-    "enc_dec": seqio.EncDecFeatureConverter,
-}
+from mixjax import vocab as vocab_lib
+from mixjax.data import features
+from mixjax.data import objectives
+from mixjax.data import tasks
+
+STATE_KIND = "scheduled_mixture"  # the state layout's name (kept: older checkpoints resume)
+_CHUNK_ROWS = 64  # rows a domain stream hands over at a time
 
 
 @gin.configurable
@@ -29,61 +43,39 @@ class DataConfig:
   batch_size: int = gin.REQUIRED   # global batch, in packed sequences
   feature_converter: str = "lm"    # lm | prefix_lm | enc_dec
   pack: bool = True
-  objective: str = "lm"            # lm | ul2 (UL2 variants of the tasks, see ul2_tasks.py)
-  # A mixtures.Schedule (gin: MIXTURE_SCHEDULE) of the mixture's domain rates over training,
-  # read by scheduled_pipeline; None: the SeqIO mixture's static rates, read by BatchIterator.
+  objective: str = "lm"            # lm | ul2 (see mixjax.data.objectives)
+  vocab: vocab_lib.VocabConfig = vocab_lib.VocabConfig()
+  # A mixjax.mixing Schedule (gin: MIXTURE_SCHEDULE) of the mixture's domain rates over training;
+  # None: the SeqIO mixture's own rates, as a constant schedule.
   schedule: Any = None
 
+  def __post_init__(self):
+    if isinstance(self.vocab, Mapping):  # from run_configs.json
+      object.__setattr__(self, "vocab", vocab_lib.VocabConfig(**self.vocab))
+    objectives.get(self.objective).check(self.feature_converter)
 
-OBJECTIVES = ("lm", "ul2")
+  @property
+  def vocabulary(self) -> seqio.Vocabulary:
+    return self.vocab.build()
 
-
-def get_feature_converter(config: DataConfig) -> seqio.FeatureConverter:
-  try:
-    cls = FEATURE_CONVERTERS[config.feature_converter]
-  except KeyError:
-    raise ValueError(f"Unknown feature_converter {config.feature_converter!r}; valid: "
-                     f"{sorted(FEATURE_CONVERTERS)}.") from None
-  if cls is seqio.PrefixLMFeatureConverter:
-    # Inputs and targets share the summed row length; the denoisers budget the sum.
-    return cls(pack=config.pack, apply_length_check=False)
-  return cls(pack=config.pack)
-
-
-def resolve_task_name(config: DataConfig, name: str | None = None) -> str:
-  """The SeqIO task/mixture that serves `name` (default: the config's) under the objective."""
-  name = name or config.mixture_or_task_name
-  get_provider(name)  # early, clear error for unknown names
-  if config.objective == "lm":
-    return name
-  if config.objective == "ul2":
-    from mixjax.data.objectives import ul2 as ul2_tasks  # local: only UL2 runs pay for the denoisers' import
-    layout = "prefix_lm" if config.feature_converter == "prefix_lm" else "enc_dec"
-    return ul2_tasks.ul2_variant(name, layout)
-  raise ValueError(f"Unknown objective {config.objective!r}; valid: {', '.join(OBJECTIVES)}.")
+  @property
+  def row_length(self) -> int:
+    """Tokens per packed decoder row (prefix-LM rows hold inputs + targets)."""
+    lengths = self.task_feature_lengths
+    return sum(lengths.values()) if self.feature_converter == "prefix_lm" else lengths["targets"]
 
 
 def get_dataset(config: DataConfig, task_name: str, split: str, shuffle: bool,
                 num_epochs: int | None, seed: int | None = None,
                 shard_info: seqio.ShardInfo | None = None) -> tf.data.Dataset:
-  """`seqio.get_dataset` with the config's converter; the one place the pipeline calls SeqIO."""
+  """One task's packed features under the config's objective, layout and vocabulary: the one
+  place the pipeline calls SeqIO."""
   return seqio.get_dataset(
-      resolve_task_name(config, task_name),
+      tasks.seqio_task(task_name, config.objective, config.feature_converter, config.vocab),
       task_feature_lengths=dict(config.task_feature_lengths),
-      feature_converter=get_feature_converter(config), dataset_split=split, shuffle=shuffle,
-      num_epochs=num_epochs, shard_info=shard_info, seed=seed, verbose=False,
-      trim_output_features=config.feature_converter != "prefix_lm")
-
-
-def get_provider(name: str) -> seqio.DatasetProviderBase:
-  """Looks a task or mixture up, with an error that lists what is registered."""
-  try:
-    return seqio.get_mixture_or_task(name)
-  except ValueError:
-    known = sorted(set(seqio.MixtureRegistry.names()) | set(seqio.TaskRegistry.names()))
-    mixjax_known = [n for n in known if n.startswith("mixjax")] or known[:20]
-    raise ValueError(f"Unknown task or mixture {name!r}. Registered mixjax tasks/mixtures: "
-                     f"{', '.join(mixjax_known)}. Did you `import mixjax_tasks`?") from None
+      feature_converter=features.feature_converter(config.feature_converter, config.pack),
+      dataset_split=split, shuffle=shuffle, num_epochs=num_epochs, shard_info=shard_info,
+      seed=seed, verbose=False, trim_output_features=config.feature_converter != "prefix_lm")
 
 
 def tf_options(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -93,48 +85,216 @@ def tf_options(ds: tf.data.Dataset) -> tf.data.Dataset:
   return ds.with_options(options)
 
 
-class BatchIterator(Iterator[dict]):
-  """Infinite iterator of this host's share of the global batch, as numpy dicts."""
-
-  def __init__(self, config: DataConfig, seed: int, shard_info: seqio.ShardInfo | None = None,
-               batches_consumed: int = 0):
-    shard_info = shard_info or seqio.ShardInfo(0, 1)
-    if config.batch_size % shard_info.num_shards:
-      raise ValueError(f"batch_size={config.batch_size} must divide evenly over "
-                       f"{shard_info.num_shards} hosts.")
-    self._config, self._seed, self._shard_info = config, seed, shard_info
-    self._host_batch_size = config.batch_size // shard_info.num_shards
-    self._batches_consumed = batches_consumed
-    self._iterator = self._build(batches_consumed)
-
-  def _build(self, skip: int):
-    ds = get_dataset(self._config, self._config.mixture_or_task_name, "train", shuffle=True,
-                     num_epochs=None, seed=self._seed, shard_info=self._shard_info)
-    ds = tf_options(ds.batch(self._host_batch_size, drop_remainder=True))
-    return ds.skip(skip).prefetch(2).as_numpy_iterator()
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    batch = next(self._iterator)
-    self._batches_consumed += 1
-    return batch
-
-  def step_metrics(self, step: int) -> dict[str, float]:
-    del step  # SeqIO samples the static mixture; it keeps no per-domain accounting
-    return {}
-
-  def state(self) -> dict:
-    return {"batches_consumed": self._batches_consumed, "seed": self._seed,
-            "shard_index": self._shard_info.index, "num_shards": self._shard_info.num_shards}
-
-  @classmethod
-  def from_state(cls, config: DataConfig, state: Mapping, shard_info: seqio.ShardInfo | None = None):
-    return cls(config, seed=state["seed"], shard_info=shard_info,
-               batches_consumed=state["batches_consumed"])
-
-
 def eval_batches(config: DataConfig, task_name: str, batch_size: int, num_batches: int,
                  split: str = "validation") -> list[dict[str, np.ndarray]]:
   """The first `num_batches` packed validation batches of a task (fixed, unshuffled)."""
   ds = get_dataset(config, task_name, split, shuffle=False, num_epochs=1)
   ds = tf_options(ds.batch(batch_size, drop_remainder=False)).take(num_batches)
   return list(ds.as_numpy_iterator())
+
+
+def domain_seed(seed: int, task_name: str) -> int:
+  """The shuffle seed of one domain's row stream: a pure function of (seed, task name)."""
+  return int(np.random.SeedSequence([seed, zlib.crc32(task_name.encode())]).generate_state(1)[0]
+             % (2**31 - 1))
+
+
+_SLOT_STREAM = zlib.crc32(b"mixjax.allocation.slots")
+
+
+def slot_key(seed: int, shard: int) -> int:
+  """Key of the seeded permutation that places one shard's rows in its batch at each step."""
+  return int(np.random.SeedSequence([seed, shard, _SLOT_STREAM]).generate_state(1)[0])
+
+
+def place_rows(counts_D: np.ndarray, key: int, step: int) -> np.ndarray:
+  """Domain index of each row slot `[R]`: a seeded permutation keyed by (key, step)."""
+  ids_R = tf.repeat(tf.range(len(counts_D), dtype=tf.int64), tf.constant(counts_D, tf.int64))
+  seed = tf.constant([key, step], tf.int64)
+  return tf.random.experimental.stateless_shuffle(ids_R, seed=seed).numpy()
+
+
+class Allocator(Protocol):
+  """Row counts per domain, step by step (implemented by `mixjax.mixing.allocation`)."""
+  domains: tuple[str, ...]
+  last_weights_D: np.ndarray
+
+  @property
+  def step(self) -> int: ...
+  @property
+  def rows_D(self) -> tuple[int, ...]: ...
+  def next(self) -> np.ndarray: ...
+  def update(self, step: int, stats: Mapping[str, Any]) -> None: ...
+  def state(self) -> dict: ...
+
+
+class _Rows:
+  """One domain's row stream for one shard, handed over `n` rows at a time."""
+
+  def __init__(self, dataset: tf.data.Dataset):
+    self._iterator = tf_options(dataset.batch(_CHUNK_ROWS)).prefetch(2).as_numpy_iterator()
+    self._chunk, self._at = None, 0
+
+  def take(self, n: int) -> list[dict[str, np.ndarray]]:
+    pieces = []
+    while n > 0:
+      if self._chunk is None or self._at == len(next(iter(self._chunk.values()))):
+        self._chunk, self._at = next(self._iterator), 0
+      size = len(next(iter(self._chunk.values())))
+      k = min(n, size - self._at)
+      pieces.append({f: v[self._at:self._at + k] for f, v in self._chunk.items()})
+      self._at, n = self._at + k, n - k
+    return pieces
+
+
+def _sum_over_processes(x_D: np.ndarray) -> np.ndarray:
+  if jax.process_count() == 1:
+    return x_D
+  return np.asarray(multihost_utils.process_allgather(x_D)).sum(axis=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _StepRecord:
+  weights_D: np.ndarray       # the allocator's weights for this step
+  realised_D: np.ndarray      # share of this host's rows
+  rows_D: np.ndarray          # cumulative rows per shard
+  local_tokens_D: np.ndarray  # cumulative target tokens this host read since (re)start
+  fingerprint: int            # crc32 of this host's target tokens
+
+
+class BatchIterator(Iterator[dict]):
+  """This host's share of each global batch (numpy), `total_steps` batches in all."""
+
+  _HISTORY = 8  # steps of accounting kept for `step_metrics` (the loop logs one step late)
+
+  def __init__(self, config: DataConfig, seed: int, allocator: Allocator,
+               domain_tasks: Mapping[str, str], num_shards: int, total_steps: int,
+               shard_info: seqio.ShardInfo | None = None,
+               epoch_tokens: Mapping[str, int] | None = None,
+               tokens: Mapping[str, int] | None = None, extra_state: Mapping | None = None):
+    """`domain_tasks` maps each of the allocator's domains to its task; `tokens` are the target
+    tokens read before a resume; `extra_state` is saved with the iterator's own state."""
+    shard_info = shard_info or seqio.ShardInfo(0, 1)
+    hosts, batch = shard_info.num_shards, config.batch_size
+    if num_shards % hosts or batch % num_shards:
+      raise ValueError(f"MixingConfig.num_shards={num_shards} must be a multiple of the host "
+                       f"count ({hosts}) and divide batch_size={batch}.")
+    self._config, self._seed, self.allocator = config, seed, allocator
+    self.domains = tuple(allocator.domains)
+    self.tasks = dict(domain_tasks)
+    self.num_shards, self.total_steps = num_shards, total_steps
+    per_host = num_shards // hosts
+    self._shards = range(shard_info.index * per_host, (shard_info.index + 1) * per_host)
+    self.rows_per_shard = batch // num_shards
+    self._epoch_tokens = dict(epoch_tokens or {})
+    self._extra_state = dict(extra_state or {})
+    self._token_base_D = np.asarray([(tokens or {}).get(d, 0) for d in self.domains], np.int64)
+    self._local_tokens_D = np.zeros(len(self.domains), np.int64)
+    self._history: dict[int, _StepRecord] = {}
+    self._start_rows_D = tuple(allocator.rows_D)
+    self._streams: dict[tuple[int, int], _Rows] = {}  # (shard, domain) -> rows, built on use
+
+  def _stream(self, shard: int, d: int) -> _Rows:
+    if (shard, d) not in self._streams:
+      task = self.tasks[self.domains[d]]
+      ds = get_dataset(self._config, task, "train", shuffle=True, num_epochs=None,
+                       seed=domain_seed(self._seed, task),
+                       shard_info=seqio.ShardInfo(shard, self.num_shards))
+      self._streams[shard, d] = _Rows(ds.skip(self._start_rows_D[d]))
+    return self._streams[shard, d]
+
+  def _shard_batch(self, shard: int, counts_D: np.ndarray, step: int):
+    ids_R = place_rows(counts_D, slot_key(self._seed, shard), step)
+    pieces = {d: self._stream(shard, d).take(int(n)) for d, n in enumerate(counts_D) if n}
+    batch = {}
+    for d, parts in pieces.items():
+      for name in parts[0]:
+        if name not in batch:
+          shape = (len(ids_R),) + parts[0][name].shape[1:]
+          batch[name] = np.zeros(shape, parts[0][name].dtype)
+        batch[name][ids_R == d] = np.concatenate([p[name] for p in parts])
+    return batch, ids_R
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    """The next host batch; StopIteration after `total_steps` batches."""
+    step = self.allocator.step
+    if step >= self.total_steps:
+      raise StopIteration
+    counts_D = self.allocator.next()
+    shards = [self._shard_batch(v, counts_D, step) for v in self._shards]
+    batch = {k: np.concatenate([b[k] for b, _ in shards]) for k in shards[0][0]}
+    ids_R = np.concatenate([ids for _, ids in shards])
+    targets = batch["decoder_target_tokens"]
+    np.add.at(self._local_tokens_D, ids_R, np.count_nonzero(targets, axis=1))
+    self._history[step + 1] = _StepRecord(
+        self.allocator.last_weights_D, np.bincount(ids_R, minlength=len(counts_D)) / len(ids_R),
+        np.asarray(self.allocator.rows_D), self._local_tokens_D.copy(),
+        zlib.crc32(np.ascontiguousarray(targets).tobytes()))
+    self._history.pop(step + 1 - self._HISTORY, None)
+    return batch
+
+  def update(self, step: int, stats: Mapping[str, Any]):
+    """Passes per-domain training statistics to the weight source (e.g. DoReMi's excess loss)."""
+    self.allocator.update(step, stats)
+
+  def _tokens_D(self, local_tokens_D: np.ndarray) -> np.ndarray:
+    """Target tokens read per domain by all hosts (sums over processes: call on every host)."""
+    return self._token_base_D + _sum_over_processes(local_tokens_D)
+
+  def step_metrics(self, step: int) -> dict[str, float]:
+    """Accounting for the batch of train step `step` (one of the last few), for metrics.jsonl.
+
+    Scheduled and realised weight (share of the batch's rows), and cumulative rows, target tokens
+    and epochs (tokens / tokens per epoch, where the domain's size is known) per domain;
+    `data/fingerprint` identifies the batch.
+    """
+    record = self._history.get(step)
+    if record is None:
+      return {}
+    tokens_D = self._tokens_D(record.local_tokens_D)
+    metrics = {"data/fingerprint": float(record.fingerprint)}
+    for d, domain in enumerate(self.domains):
+      metrics[f"mixture/{domain}/weight_scheduled"] = float(record.weights_D[d])
+      metrics[f"mixture/{domain}/weight_realised"] = float(record.realised_D[d])
+      metrics[f"mixture/{domain}/rows"] = float(record.rows_D[d] * self.num_shards)
+      metrics[f"mixture/{domain}/tokens"] = float(tokens_D[d])
+      if domain in self._epoch_tokens:
+        metrics[f"mixture/{domain}/epochs"] = tokens_D[d] / self._epoch_tokens[domain]
+    return metrics
+
+  def state(self) -> dict:
+    """JSON-able state: the allocator's (step, rows given and owed per domain by each shard,
+    weight source), global tokens (summed over processes: call on every host), and extras."""
+    tokens_D = self._tokens_D(self._local_tokens_D)
+    return {"kind": STATE_KIND, "seed": self._seed, "num_shards": self.num_shards,
+            **self.allocator.state(), "tokens": {d: int(t) for d, t in zip(self.domains, tokens_D)},
+            **self._extra_state}
+
+
+def domain_tasks(mixture_or_task_name: str) -> dict[str, str]:
+  """`{domain: task}` of a registered mixture or task, in registration order (one task each)."""
+  names = tasks.task_names(mixture_or_task_name)
+  by_domain = {}
+  for name in names:
+    by_domain.setdefault(tasks.domain_of(name), []).append(name)
+  shared = {d: t for d, t in by_domain.items() if len(t) > 1}
+  if shared:
+    raise ValueError(f"Mixture {mixture_or_task_name!r} has several tasks per domain ({shared}); "
+                     "a mixture needs one task per domain: give each task its own domain.")
+  return {d: t[0] for d, t in by_domain.items()}
+
+
+def prompt_rows(config: DataConfig, prompts: Sequence[Sequence[int]],
+                continuations: Sequence[Sequence[int]], pad_to: int = 32,
+                mode: str | None = None) -> dict[str, np.ndarray]:
+  """Features scoring each continuation after its prompt, in the run's objective's prompt
+  format and layout (what training saw): loss weights on the continuations only."""
+  objective = objectives.get(config.objective)
+  formatted = [objective.prompt(p, config.vocabulary, mode) for p in prompts]
+  if config.feature_converter == "lm":
+    return features.rows("lm", None, [list(f.prefix) + list(c) for f, c in
+                                      zip(formatted, continuations)], pad_to,
+                         scored_from=[len(f.prefix) for f in formatted])
+  return features.rows(config.feature_converter, [f.inputs for f in formatted],
+                       [list(f.prefix) + list(c) for f, c in zip(formatted, continuations)],
+                       pad_to)

@@ -1,85 +1,165 @@
-"""Building blocks for language-modelling SeqIO tasks: text sources in, `targets` tokens out.
+"""The one task registry: every mixjax task is a `TaskSpec`, registered with `register`.
 
-Every task mixjax registers has one output feature, `targets` (byte vocabulary, EOS appended),
-and the same preprocessing, so mixtures of them pack together. Sources are in-memory text lists
-(the embedded corpus), TFDS builders (c4, wikipedia) or local JSONL/text files.
+A spec says where a task's text comes from and what it reports as (name, domain, source, text
+key, splits, probes); the objective and the vocabulary are the run's. `register` also adds the
+plain SeqIO task (objective `lm`, byte vocabulary) under the spec's name, so SeqIO mixtures over
+spec names work; `seqio_task(name, objective, layout, vocabulary)` derives, on demand, the SeqIO
+task of any other objective / vocabulary (e.g. `mixjax_synthetic_math_ul2_prefix_lm`). Sources:
+in-memory texts (the testbed), local JSONL files and TFDS corpora (c4, wikipedia).
 """
 
+import dataclasses
 import functools
 import json
 import os
+import zlib
 from typing import Callable, Iterable, Mapping, Sequence
 
 import seqio
 import tensorflow as tf
 
 from mixjax import vocab as vocab_lib
+from mixjax.data import objectives
 
 
-def output_features() -> dict[str, seqio.Feature]:
-  return {"targets": seqio.Feature(vocab_lib.get_vocabulary(), add_eos=True)}
-
-
-def split_to_length(dataset: tf.data.Dataset, sequence_length: Mapping[str, int],
-                    feature: str = "targets") -> tf.data.Dataset:
-  """Splits each document's tokens into consecutive pieces of at most the feature's length.
-
-  Without this, the feature converter would trim every document longer than a row and its tail
-  would never be trained on. Only `feature` is kept.
-  """
-  length = sequence_length[feature]
-
-  def pieces(example):
-    tokens = example[feature]
-    n = tf.shape(tokens, out_type=tf.int64)[0]
-    splits = tf.concat([tf.range(0, n, length, dtype=tf.int64), [n]], axis=0)
-    return tf.data.Dataset.from_tensor_slices(
-        {feature: tf.RaggedTensor.from_row_splits(tokens, splits)})
-  return dataset.flat_map(pieces)
-
-
-def tokenize_preprocessors(text_key: str) -> list:
-  """Text field -> tokenized `targets` (shared by every objective)."""
+def tokenize_text(text_key: str) -> list:
+  """Text field -> tokenized `targets` (the default tokenization of every spec)."""
   return [
       functools.partial(seqio.preprocessors.rekey, key_map={"targets": text_key}),
       seqio.preprocessors.tokenize,
   ]
 
 
-def _lm_preprocessors(text_key: str) -> list:
-  return tokenize_preprocessors(text_key) + [
-      seqio.preprocessors.append_eos,  # EOS ends the document, not each piece
-      split_to_length,
-  ]
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """A task: its text source and what it reports as.
+
+  Attributes:
+    name: the task's name (also the plain SeqIO task's).
+    source: a `seqio.DataSource` of records holding text.
+    domain: the name its metrics are reported under (`eval/<domain>/loss`); default: `name`.
+    text_key: the record field holding the text.
+    probes: returns probe dicts `{"prompt", "answer", "candidates"[, "kind"]}`, scored at eval.
+    tokenize: preprocessors that turn a record into tokenized `targets`; None: `text_key`'s text.
+    long_documents: `split` (documents longer than a row become row-sized pieces, every token
+      is trained on) or `trim` (one example per record, e.g. an ICLM context).
+    shuffle_buffer_size: SeqIO's shuffle buffer for this task.
+  """
+  name: str
+  source: seqio.DataSource
+  domain: str = ""
+  text_key: str = "text"
+  probes: Callable[[], Sequence[dict]] | None = None
+  tokenize: tuple | None = None
+  long_documents: str = "split"
+  shuffle_buffer_size: int = 10_000
+
+  def __post_init__(self):
+    if not self.domain:
+      object.__setattr__(self, "domain", self.name)
+    if self.tokenize is not None:
+      object.__setattr__(self, "tokenize", tuple(self.tokenize))
+
+  @property
+  def splits(self) -> tuple[str, ...]:
+    return tuple(self.source.splits)
+
+  def preprocessors(self, objective: str, layout: str) -> list:
+    tokenize = list(self.tokenize) if self.tokenize is not None else tokenize_text(self.text_key)
+    return tokenize + objectives.get(objective).preprocessors(layout, self.long_documents)
 
 
-# Metadata per task name: the domain it reports under, its probe set (if any), and its text
-# source (so objectives such as UL2 can derive variants of any LM task).
-TASK_DOMAINS: dict[str, str] = {}
-TASK_PROBES: dict[str, Callable[[], Sequence[dict]]] = {}
-TASK_TEXT_SOURCES: dict[str, tuple[seqio.DataSource, str]] = {}
+_SPECS: dict[str, TaskSpec] = {}
+DEFAULT_VOCAB = vocab_lib.VocabConfig()
+
+
+def register(spec: TaskSpec) -> TaskSpec:
+  """Registers (replacing any same-named task) a spec and its plain SeqIO task."""
+  if not isinstance(spec, TaskSpec):
+    raise TypeError(f"register takes a TaskSpec, got {type(spec).__name__}.")
+  _SPECS[spec.name] = spec
+  _add_seqio_task(spec.name, spec, "lm", "lm", DEFAULT_VOCAB)
+  return spec
+
+
+def get(name: str) -> TaskSpec:
+  """The spec registered under `name`, with an error listing the registered ones."""
+  try:
+    return _SPECS[name]
+  except KeyError:
+    known = ", ".join(sorted(_SPECS)) or "none"
+    raise ValueError(f"No mixjax task {name!r}: tasks are registered with "
+                     f"mixjax.data.tasks.register(TaskSpec(...)) (`import mixjax_tasks` registers "
+                     f"the built-in ones). Registered: {known}.") from None
+
+
+def names() -> tuple[str, ...]:
+  return tuple(_SPECS)
 
 
 def domain_of(task_name: str) -> str:
   """The name a task's metrics are reported under (`eval/<domain>/loss`)."""
-  return TASK_DOMAINS.get(task_name, task_name)
+  return get(task_name).domain
 
 
-def register_lm_task(name: str, source: seqio.DataSource, text_key: str = "text",
-                     shuffle_buffer_size: int = 10_000, domain: str | None = None,
-                     probes_fn: Callable[[], Sequence[dict]] | None = None) -> seqio.Task:
-  """Registers (replacing any same-named task) a decoder LM task over `source`'s `text_key`.
+def _add_seqio_task(seqio_name: str, spec: TaskSpec, objective: str, layout: str,
+                    vocab: vocab_lib.VocabConfig):
+  seqio.TaskRegistry.remove(seqio_name)
+  seqio.TaskRegistry.add(
+      seqio_name, source=spec.source,
+      output_features=objectives.get(objective).output_features(vocab.build()),
+      preprocessors=spec.preprocessors(objective, layout),
+      shuffle_buffer_size=spec.shuffle_buffer_size)
 
-  `probes_fn` returns probe dicts `{"prompt", "answer", "candidates"}` scored at eval time.
-  """
-  seqio.TaskRegistry.remove(name)
-  TASK_DOMAINS[name] = domain or name
-  TASK_TEXT_SOURCES[name] = (source, text_key)
-  if probes_fn is not None:
-    TASK_PROBES[name] = probes_fn
-  return seqio.TaskRegistry.add(
-      name, source=source, output_features=output_features(),
-      preprocessors=_lm_preprocessors(text_key), shuffle_buffer_size=shuffle_buffer_size)
+
+def _vocab_tag(vocab: vocab_lib.VocabConfig) -> str:
+  if vocab == DEFAULT_VOCAB:
+    return ""
+  return f"{vocab.kind}{zlib.crc32(repr(vocab).encode()):08x}"
+
+
+def seqio_task(name: str, objective: str = "lm", layout: str = "lm",
+               vocab: vocab_lib.VocabConfig = DEFAULT_VOCAB) -> str:
+  """The name of the SeqIO task serving spec `name` under an objective, layout and vocabulary,
+  registering it (afresh, so it follows the spec) when it is not the plain one."""
+  spec = get(name)
+  objectives.get(objective).check(layout)
+  tags = [objectives.get(objective).variant_tag(layout), _vocab_tag(vocab)]
+  seqio_name = "_".join([name] + [t for t in tags if t])
+  if seqio_name != name:
+    _add_seqio_task(seqio_name, spec, objective, layout, vocab)
+  return seqio_name
+
+
+def task_names(mixture_or_task_name: str) -> list[str]:
+  """The spec names behind a registered SeqIO mixture (in its order) or task."""
+  try:
+    provider = seqio.get_mixture_or_task(mixture_or_task_name)
+  except ValueError:
+    mixtures = sorted(n for n in seqio.MixtureRegistry.names() if n.startswith("mixjax"))
+    raise ValueError(f"Unknown task or mixture {mixture_or_task_name!r}. Registered mixjax tasks: "
+                     f"{', '.join(sorted(_SPECS)) or 'none'}; mixtures: "
+                     f"{', '.join(mixtures) or 'none'}. Did you `import mixjax_tasks`?") from None
+  tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+  for task in tasks:
+    get(task.name)  # every task must come from a spec
+  return [t.name for t in tasks]
+
+
+def register_mixture(name: str, rates: Mapping[str, float] | Sequence[tuple[str, float]]
+                     ) -> seqio.Mixture:
+  """Registers (replacing any same-named one) a SeqIO mixture over registered spec names."""
+  pairs = list(rates.items() if isinstance(rates, Mapping) else rates)
+  for task, rate in pairs:
+    get(task)
+    if not rate >= 0:
+      raise ValueError(f"Mixture {name!r}: rate of {task!r} is {rate}; rates must be >= 0.")
+  seqio.MixtureRegistry.remove(name)
+  return seqio.MixtureRegistry.add(name, [(t, float(r)) for t, r in pairs])
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources.
 
 
 def texts_source(texts_by_split: Mapping[str, Callable[[], Sequence[str]]]) -> seqio.DataSource:
@@ -113,14 +193,14 @@ def read_jsonl_texts(paths: Iterable[str], text_key: str = "text") -> Iterable[s
         yield record[text_key]
 
 
-def register_jsonl_task(name: str, files: Mapping[str, Sequence[str]],
-                        text_key: str = "text") -> seqio.Task:
-  """Registers a task over local JSONL files: `files` maps split -> list of paths (globs ok)."""
+def jsonl_source(files: Mapping[str, Sequence[str]], text_key: str = "text",
+                 where: str = "jsonl_source") -> seqio.DataSource:
+  """A source over local JSONL files: `files` maps split -> list of paths (globs ok)."""
   resolved = {}
   for split, patterns in files.items():
     paths = sorted(p for pattern in patterns for p in tf.io.gfile.glob(os.fspath(pattern)))
     if not paths:
-      raise FileNotFoundError(f"Task {name!r} split {split!r}: no files match {list(patterns)}.")
+      raise FileNotFoundError(f"{where} split {split!r}: no files match {list(patterns)}.")
     resolved[split] = paths
 
   def dataset_fn(split, shuffle_files, seed=None):
@@ -129,7 +209,14 @@ def register_jsonl_task(name: str, files: Mapping[str, Sequence[str]],
     return tf.data.Dataset.from_generator(
         lambda: ({"text": t} for t in read_jsonl_texts(paths, text_key)),
         output_signature={"text": tf.TensorSpec((), tf.string)})
-  return register_lm_task(name, seqio.FunctionDataSource(dataset_fn, splits=tuple(resolved)))
+  return seqio.FunctionDataSource(dataset_fn, splits=tuple(resolved))
+
+
+def register_jsonl_task(name: str, files: Mapping[str, Sequence[str]], text_key: str = "text",
+                        domain: str = "") -> TaskSpec:
+  """Registers a task over local JSONL files: `files` maps split -> list of paths (globs ok)."""
+  return register(TaskSpec(name, jsonl_source(files, text_key, f"Task {name!r}"),
+                           domain=domain))
 
 
 class _TfdsSource(seqio.TfdsDataSource):
@@ -144,7 +231,7 @@ class _TfdsSource(seqio.TfdsDataSource):
 
 def register_tfds_task(name: str, tfds_name: str, text_key: str = "text",
                        splits: Mapping[str, str] | None = None,
-                       tfds_data_dir: str | None = None) -> seqio.Task:
+                       tfds_data_dir: str | None = None) -> TaskSpec:
   """Registers a task over a TFDS text corpus (e.g. 'c4/en:3.1.0', 'wikipedia/20230601.en')."""
   source = _TfdsSource(tfds_name=tfds_name, splits=splits, tfds_data_dir=tfds_data_dir)
-  return register_lm_task(name, source, text_key=text_key)
+  return register(TaskSpec(name, source, text_key=text_key))

@@ -8,16 +8,15 @@ best. Chance is 1 / number of candidates. Probes may carry a `kind` (bios `close
 """
 
 import dataclasses
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 import gin
 import jax
 import numpy as np
-import seqio
 
-from mixjax.data import tasks as lm_tasks
 from mixjax.data import pipeline
-from mixjax import vocab as vocab_lib
+from mixjax.data import tasks
 from mixjax.training import partitioning
 from mixjax.training import trainer
 
@@ -29,13 +28,6 @@ class EvalConfig:
   num_batches: int = 4         # validation batches per domain
   batch_size: int = 32         # sequences per eval batch
   max_probes: int = 100        # per domain and probe kind
-
-
-def _task_names(name: str) -> list[str]:
-  provider = pipeline.get_provider(name)
-  if isinstance(provider, seqio.Mixture):
-    return sorted(t.name for t in provider.tasks)
-  return [provider.name]
 
 
 def probe_sets(domain: str, probes, max_probes: int) -> dict[str, list[dict]]:
@@ -53,49 +45,33 @@ def probe_sets(domain: str, probes, max_probes: int) -> dict[str, list[dict]]:
   return sets
 
 
-def probe_batch(probes, pad_to: int = 32, encoder_decoder: bool = False
+def probe_batch(probes, pad_to: int = 32, data: pipeline.DataConfig | None = None
                 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-  """Token arrays for every (probe, candidate) pair.
+  """Token arrays for every (probe, candidate) pair, in the run's prompt format.
 
-  Decoder-only: prompt and candidate form one sequence, loss weights on the candidate only.
-  Encoder-decoder: the prompt is the encoder input, the candidate the decoder target.
-  Returns (batch `[N, L]` features, probe_index_N, is_answer_N).
+  The objective formats the prompt (`lm`: a causal prefix of the row; `ul2`: the [S2S] mode
+  token, the prompt and EOS as inputs, bidirectional in a prefix-LM row or the encoder's input);
+  loss weights fall on the candidate's tokens only. `data` is the run's config (default: a
+  byte-vocabulary `lm` run). Returns (batch `[N, L]` features, probe_index_N, is_answer_N).
   """
-  vocab = vocab_lib.get_vocabulary()
-  rows, probe_index, is_answer = [], [], []
+  data = data or _LM_BYTES
+  vocabulary = data.vocabulary
+  prompts, candidates, probe_index, is_answer = [], [], [], []
   for i, probe in enumerate(probes):
     if probe["answer"] not in probe["candidates"]:
       raise ValueError(f"Probe {probe.get('id', i)}: answer {probe['answer']!r} not among "
                        f"candidates {probe['candidates']!r}.")
-    prompt_ids = list(vocab.encode(probe["prompt"]))
+    prompt_ids = list(vocabulary.encode(probe["prompt"]))
     for cand in probe["candidates"]:
-      rows.append((prompt_ids, list(vocab.encode(cand))))
+      prompts.append(prompt_ids)
+      candidates.append(list(vocabulary.encode(cand)))
       probe_index.append(i)
       is_answer.append(cand == probe["answer"])
-  if encoder_decoder:
-    batch = {**_lm_rows([c for _, c in rows], [0] * len(rows), pad_to),
-             "encoder_input_tokens": _lm_rows([p for p, _ in rows], [0] * len(rows),
-                                              pad_to)["decoder_target_tokens"]}
-    batch["encoder_segment_ids"] = (batch["encoder_input_tokens"] > 0).astype(np.int32)
-  else:
-    batch = _lm_rows([p + c for p, c in rows], [len(p) for p, _ in rows], pad_to)
+  batch = pipeline.prompt_rows(data, prompts, candidates, pad_to)
   return batch, np.asarray(probe_index), np.asarray(is_answer)
 
 
-def _lm_rows(sequences, num_unscored, pad_to):
-  """Decoder features for token lists, loss weights after the first `num_unscored` tokens."""
-  length = -(-max(len(s) for s in sequences) // pad_to) * pad_to
-  targets = np.zeros((len(sequences), length), np.int32)
-  weights = np.zeros((len(sequences), length), np.float32)
-  for r, (seq, skip) in enumerate(zip(sequences, num_unscored)):
-    targets[r, :len(seq)] = seq
-    weights[r, skip:len(seq)] = 1.0
-  lengths_N1 = np.asarray([len(s) for s in sequences])[:, None]
-  return {"decoder_target_tokens": targets,
-          "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
-          "decoder_loss_weights": weights,
-          "decoder_segment_ids": (np.arange(length) < lengths_N1).astype(np.int32),
-          "decoder_positions": np.broadcast_to(np.arange(length, dtype=np.int32), targets.shape)}
+_LM_BYTES = pipeline.DataConfig("", {"targets": 0}, 0)
 
 
 def _chunks(batch: dict[str, np.ndarray], rows: int):
@@ -108,26 +84,29 @@ def _chunks(batch: dict[str, np.ndarray], rows: int):
 
 
 class Evaluator:
-  """Holds fixed validation batches and probes; `evaluate(params)` returns flat metrics."""
+  """Holds fixed validation batches and probes; `evaluate(params)` returns flat metrics.
+
+  Probes come from each task's spec and from `extra_probes` (`{metric name: probes}`, e.g. the
+  ICLM experiment's cross-document probes); all are scored in the run's prompt format.
+  """
 
   def __init__(self, model: nn.Module, mesh, rules, data_config: pipeline.DataConfig,
-               config: EvalConfig):
+               config: EvalConfig, extra_probes: Mapping[str, Sequence[dict]] | None = None):
     self._mesh, self._rules = mesh, rules
     dp = partitioning.data_parallel_size(mesh)
     self._rows = -(-config.batch_size // dp) * dp
     self.domain_batches = {}
     self.probes = {}
-    for task_name in _task_names(data_config.mixture_or_task_name):
-      domain = lm_tasks.domain_of(task_name)
-      task = seqio.get_mixture_or_task(task_name)
-      if "validation" in task.splits:
-        self.domain_batches[domain] = pipeline.eval_batches(
+    for task_name in sorted(tasks.task_names(data_config.mixture_or_task_name)):
+      spec = tasks.get(task_name)
+      if "validation" in spec.splits:
+        self.domain_batches[spec.domain] = pipeline.eval_batches(
             data_config, task_name, config.batch_size, config.num_batches)
-      if task_name in lm_tasks.TASK_PROBES:
-        for name, probes in probe_sets(domain, lm_tasks.TASK_PROBES[task_name](),
-                                       config.max_probes).items():
-          self.probes[name] = probe_batch(
-              probes, encoder_decoder=model.config.architecture == "encoder_decoder")
+      if spec.probes is not None:
+        for name, probes in probe_sets(spec.domain, spec.probes(), config.max_probes).items():
+          self.probes[name] = probe_batch(probes, data=data_config)
+    for name, probes in (extra_probes or {}).items():
+      self.probes[name] = probe_batch(probes[:config.max_probes], data=data_config)
 
     def sums(params, batch):
       loss_BT, weights_BT = trainer.token_losses(model, params, batch)

@@ -117,14 +117,13 @@ def tokenize_context(dataset: tf.data.Dataset,
   return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def register_iclm_task(name: str, output_dir: str,
-                       shuffle_buffer_size: int = 1_000) -> seqio.Task:
-  """Registers (replacing any same-named task) the decoder LM task over an ICLM output dir."""
-  seqio.TaskRegistry.remove(name)
-  return seqio.TaskRegistry.add(
-      name, source=context_source(output_dir), output_features=lm_tasks.output_features(),
-      preprocessors=[tokenize_context, seqio.preprocessors.append_eos_after_trim],
-      shuffle_buffer_size=shuffle_buffer_size)
+def register_iclm_task(name: str, output_dir: str, shuffle_buffer_size: int = 1_000,
+                       domain: str = "") -> lm_tasks.TaskSpec:
+  """Registers (replacing any same-named task) the task over an ICLM output dir: one example
+  per context (trimmed to the row, never split), reported under `domain` (default: `name`)."""
+  return lm_tasks.register(lm_tasks.TaskSpec(
+      name, context_source(output_dir), domain=domain, tokenize=(tokenize_context,),
+      long_documents="trim", shuffle_buffer_size=shuffle_buffer_size))
 
 
 @gin.configurable

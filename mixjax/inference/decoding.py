@@ -18,34 +18,35 @@ SPAN_MARK = "<X>"
 MODES = {"S2S": "[S2S]", "NLU": "[NLU]", "NLG": "[NLG]", "none": None}
 
 
-def encode_prompt(text: str, mode: str = "none") -> list[int]:
-  """Bytes of `text` with every `<X>` replaced by the next sentinel, after an optional mode token."""
+def encode_prompt(text: str, mode: str = "none", vocabulary=None) -> list[int]:
+  """Tokens of `text` with every `<X>` replaced by the next sentinel, after an optional mode
+  token (the byte vocabulary unless another `seqio.Vocabulary` is given)."""
   if mode not in MODES:
     raise ValueError(f"Unknown mode {mode!r}; valid: {', '.join(MODES)}.")
-  vocab = vocab_lib.get_vocabulary()
-  ids = [] if MODES[mode] is None else [vocab_lib.mode_token_id(MODES[mode])]
+  vocab = vocabulary or vocab_lib.get_vocabulary()
+  ids = [] if MODES[mode] is None else [vocab_lib.mode_token_id(MODES[mode], vocab)]
   for i, piece in enumerate(text.split(SPAN_MARK)):
     if i:
-      ids.append(vocab_lib.sentinel_id(i - 1))
+      ids.append(vocab_lib.sentinel_id(i - 1, vocab))
     ids.extend(vocab.encode(piece))
   return ids
 
 
-def decode_tokens(ids) -> str:
-  """Bytes back to text; sentinels as `<Xi>`, mode tokens by name; stops at EOS."""
-  vocab = vocab_lib.get_vocabulary()
-  sentinels = {vocab_lib.sentinel_id(i): i for i in range(vocab_lib.max_sentinels())}
-  modes = {vocab_lib.mode_token_id(m): m for m in vocab_lib.MODE_TOKENS}
+def decode_tokens(ids, vocabulary=None) -> str:
+  """Tokens back to text; sentinels as `<Xi>`, mode tokens by name; stops at EOS."""
+  vocab = vocabulary or vocab_lib.get_vocabulary()
+  sentinels = {vocab_lib.sentinel_id(i, vocab): i for i in range(vocab_lib.max_sentinels(vocab))}
+  modes = {vocab_lib.mode_token_id(m, vocab): m for m in vocab_lib.MODE_TOKENS}
   out, run = [], []
   for t in ids:
     t = int(t)
-    if t == 1:  # EOS
+    if t == vocab.eos_id:
       break
     if t in sentinels or t in modes:
       out.append(vocab.decode(run))
       run = []
       out.append(f"<X{sentinels[t]}>" if t in sentinels else modes[t])
-    elif t >= 3:
+    elif t != vocab.pad_id:
       run.append(t)
   out.append(vocab.decode(run))
   return "".join(out)
@@ -62,7 +63,7 @@ def _next_logits(params, tokens_1L, cur, prompt_len, *, apply_fn, prefix_lm):
 
 
 def generate(apply_fn, params, prompt_ids, *, max_new_tokens=64, prefix_lm=False,
-             temperature=0.0, seed=0, max_length=None) -> list[int]:
+             temperature=0.0, seed=0, max_length=None, eos_id=1) -> list[int]:
   """Samples up to `max_new_tokens` after `prompt_ids` (greedy when temperature == 0).
 
   `apply_fn` is a decoder-only model's `apply`; with `prefix_lm` the prompt is attended to
@@ -86,7 +87,7 @@ def generate(apply_fn, params, prompt_ids, *, max_new_tokens=64, prefix_lm=False
     else:
       token = int(jnp.argmax(logits_V))
     generated.append(token)
-    if token == 1:
+    if token == eos_id:
       break
     tokens[0, cur] = token
     cur += 1

@@ -28,7 +28,7 @@ _SIZES: dict[tuple, mixtures.DomainSize] = {}  # counting takes seconds; once pe
 def count_domain_size(task_name: str, config: pipeline.DataConfig,
                       max_rows: int) -> mixtures.DomainSize:
   """Rows and target tokens in one packed epoch of `task_name`'s train split (cached)."""
-  key = (pipeline.resolve_task_name(config, task_name),
+  key = (task_name, config.objective, config.vocab,
          tuple(sorted(config.task_feature_lengths.items())), config.feature_converter,
          config.pack, max_rows)
   if key not in _SIZES:

@@ -9,12 +9,12 @@ whose weight is 0 at step t gets no rows then.
 Counts depend only on the schedule and the step, so the rows each domain has given up to step
 t are a pure function of (schedule, t); the carry is kept in the state as well, so that a run
 may continue under a different schedule from a checkpoint (branching for a cooldown). Where
-each row sits in the batch is a seeded permutation (see scheduled_pipeline), keyed by
-`shuffle_key(seed, shard)` and the step.
+each row sits in the batch is a seeded permutation (`mixjax.data.pipeline.place_rows`), keyed by
+(seed, shard, step).
 """
 
 import dataclasses
-import zlib
+
 import numpy as np
 
 from mixjax.mixing import schedules as mixtures
@@ -47,27 +47,58 @@ class AllocationState:
 
 
 class RowAllocator:
-  """Steps through a resolved schedule, `rows_per_step` rows a batch."""
+  """Steps through a weight source, `rows_per_step` rows a batch (the data iterator's allocator).
 
-  def __init__(self, schedule: mixtures.ResolvedSchedule, rows_per_step: int,
-               state: AllocationState | None = None):
-    self.schedule, self.rows_per_step = schedule, rows_per_step
-    self.state = state or AllocationState.start(len(schedule.domains))
+  `source` is a `mixjax.mixing.sources.WeightSource` (a resolved schedule is one): the weights of
+  each step are asked for when that step's counts are made, so weights updated from training
+  apply from the next step on, deterministically.
+  """
+
+  def __init__(self, source, rows_per_step: int, state: AllocationState | None = None):
+    self.source, self.rows_per_step = source, rows_per_step
+    self.domains = tuple(source.domains)
+    self.alloc = state or AllocationState.start(len(self.domains))
+    self.last_weights_D = np.zeros(len(self.domains))
+
+  @property
+  def step(self) -> int:
+    return self.alloc.step
+
+  @property
+  def rows_D(self) -> tuple[int, ...]:
+    return self.alloc.rows_D
 
   def next(self) -> np.ndarray:
     """Counts `[D]` for the next batch; advances the state."""
-    s = self.state
-    w_D = self.schedule.weights_D(s.step)
+    s = self.alloc
+    w_D = np.asarray(self.source.weights_D(s.step), float)
     owed_D = np.asarray(s.owed_D) + self.rows_per_step * w_D
     counts_D = apportion(owed_D, w_D > 0, self.rows_per_step)
-    self.state = AllocationState(s.step + 1, tuple(int(r) for r in np.add(s.rows_D, counts_D)),
+    self.alloc = AllocationState(s.step + 1, tuple(int(r) for r in np.add(s.rows_D, counts_D)),
                                  tuple(float(o) for o in owed_D - counts_D))
+    self.last_weights_D = w_D
     return counts_D
 
   def advance_to(self, step: int) -> AllocationState:
-    while self.state.step < step:
+    while self.alloc.step < step:
       self.next()
-    return self.state
+    return self.alloc
+
+  def update(self, step: int, stats) -> None:
+    self.source.update(step, stats)
+
+  def state(self) -> dict:
+    """JSON-able: step, rows given and owed per domain, and the weight source's state."""
+    s = self.alloc
+    return {"step": s.step, "rows": dict(zip(self.domains, s.rows_D)),
+            "owed": dict(zip(self.domains, s.owed_D)), "weights": self.source.state()}
+
+  @staticmethod
+  def restored_state(state, domains) -> AllocationState:
+    """The allocation part of a saved `state()`."""
+    return AllocationState(int(state["step"]),
+                           tuple(int(state["rows"].get(d, 0)) for d in domains),
+                           tuple(float(state["owed"].get(d, 0.0)) for d in domains))
 
 
 def state_at(schedule: mixtures.ResolvedSchedule, rows_per_step: int, step: int) -> AllocationState:
@@ -81,17 +112,3 @@ def count_table(schedule: mixtures.ResolvedSchedule, rows_per_step: int, start: 
   allocator = RowAllocator(schedule, rows_per_step, start)
   counts_SD = [allocator.next() for _ in range(max(end_step - start.step, 0))]
   return np.asarray(counts_SD, np.int64).reshape(-1, len(schedule.domains))
-
-
-def shuffle_key(seed: int, shard: int) -> int:
-  """Key of the seeded permutation that places one shard's rows in its batch at each step."""
-  return int(np.random.SeedSequence([seed, shard, _SLOT_STREAM]).generate_state(1)[0])
-
-
-_SLOT_STREAM = zlib.crc32(b"mixjax.allocation.slots")
-
-
-def domain_seed(seed: int, task_name: str) -> int:
-  """The shuffle seed of one domain's row stream: a pure function of (seed, task name)."""
-  return int(np.random.SeedSequence([seed, zlib.crc32(task_name.encode())]).generate_state(1)[0]
-             % (2**31 - 1))

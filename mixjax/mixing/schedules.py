@@ -21,7 +21,8 @@ import gin
 import numpy as np
 import seqio
 
-from mixjax.data import tasks as lm_tasks
+from mixjax.data import tasks
+from mixjax.mixing import sources
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +204,8 @@ class Schedule(abc.ABC):
 
 
 @dataclasses.dataclass(frozen=True)
-class ResolvedSchedule:
+class ResolvedSchedule(sources.WeightSource):
+  """A schedule for one run: the static weight source."""
   domains: tuple[str, ...]
   segments: tuple[Segment, ...]
 
@@ -356,11 +358,10 @@ def upsample_at_end(base: Rates = gin.REQUIRED, fraction: float = 0.2,
 def context_for(mixture_or_task_name: str, total_steps: int, rows_per_step: int,
                 sizes: Callable[[], Mapping[str, DomainSize]] = lambda: {}) -> MixtureContext:
   """The context of a registered mixture (or task): its tasks' domains, in registration order."""
-  provider = seqio.get_mixture_or_task(mixture_or_task_name)
-  tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
-  task_domains = {t.name: lm_tasks.domain_of(t.name) for t in tasks}
+  names = tasks.task_names(mixture_or_task_name)
+  task_domains = {name: tasks.domain_of(name) for name in names}
   domains = tuple(dict.fromkeys(task_domains.values()))
-  if len(domains) != len(tasks):
+  if len(domains) != len(names):
     raise ScheduleError(f"Mixture {mixture_or_task_name!r} has several tasks per domain "
-                        f"({task_domains}); a scheduled mixture needs one task per domain.")
+                        f"({task_domains}); a mixture needs one task per domain.")
   return MixtureContext(domains, total_steps, rows_per_step, sizes, task_domains)

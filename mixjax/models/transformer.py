@@ -16,7 +16,6 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from mixjax import vocab as vocab_lib
 from mixjax.models import attention as attention_lib
 from mixjax.models import masks
 
@@ -25,7 +24,8 @@ from mixjax.models import masks
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
   """Model hyperparameters. `dtype` is the activation dtype; parameters are float32."""
-  vocab_size: int = vocab_lib.PADDED_VOCAB_SIZE
+  # Embedding rows; None: train() sets it from the run's vocabulary (padded to a multiple of 128).
+  vocab_size: int | None = None
   d_model: int = 128
   num_layers: int = 2
   num_heads: int = 4
@@ -39,6 +39,8 @@ class TransformerConfig:
   architecture: str = "decoder"   # decoder | encoder_decoder (num_layers each side)
 
   def __post_init__(self):
+    if self.vocab_size is not None and self.vocab_size < 1:
+      raise ValueError(f"vocab_size={self.vocab_size} must be positive (or None).")
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}.")
     if self.head_dim % 2:
@@ -226,4 +228,8 @@ MODELS = {"decoder": Decoder, "encoder_decoder": EncoderDecoder}
 
 
 def build_model(config: TransformerConfig) -> nn.Module:
+  if config.vocab_size is None:
+    raise ValueError("TransformerConfig.vocab_size is None: train() sets it from the run's "
+                     "vocabulary (mixjax.vocab.embedding_size); set it when building a model "
+                     "by hand.")
   return MODELS[config.architecture](config)

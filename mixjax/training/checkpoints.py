@@ -65,8 +65,6 @@ class Checkpointer:
     self._manager.close()
 
 
-
-
 RUN_CONFIGS_FILE = "run_configs.json"
 
 
@@ -77,35 +75,11 @@ def write_run_configs(model_dir: str, **configs):
     json.dump(payload, f, indent=1, default=repr)  # objects (e.g. schedules) for reading only
 
 
-def restore_for_inference(model_dir: str, step: int | None = None):
-  """Rebuilds a run's model from its `run_configs.json` and restores its parameters.
-
-  Returns (model config, data config, params). Reads the newest checkpoint unless `step` is given.
-  """
-  from mixjax.data import pipeline
-  from mixjax.models import transformer
-  from mixjax.training import optim, partitioning, trainer
-
+def read_run_configs(model_dir: str) -> dict:
+  """The JSON `write_run_configs` wrote, with an error naming what is missing."""
   path = os.path.join(model_dir, RUN_CONFIGS_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: is {model_dir!r} the MODEL_DIR of a mixjax "
                             "training run?")
   with open(path) as f:
-    saved = json.load(f)
-  model_config = transformer.TransformerConfig(**saved["model"])
-  data_config = pipeline.DataConfig(**{
-      k: saved["data"][k] for k in ("mixture_or_task_name", "task_feature_lengths", "batch_size",
-                                    "feature_converter", "objective")})
-  ckpt = Checkpointer(model_dir, CheckpointConfig())
-  step = ckpt.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"No checkpoint in {ckpt.directory}; train first or pass a MODEL_DIR "
-                            "that has one.")
-  mesh = partitioning.make_mesh(partitioning.MeshConfig(shape=(1, 1, 1), num_devices=1))
-  model = transformer.build_model(model_config)
-  tx = optim.make_optimizer(optim.OptimizerConfig(**saved["optimizer"]), saved["run"]["train_steps"])
-  abstract, _ = trainer.abstract_state_and_shardings(
-      model, tx, mesh, partitioning.DEFAULT_RULES, (1, 8))
-  state, _ = ckpt.restore(step, abstract)
-  ckpt.close()
-  return model_config, data_config, state.params
+    return json.load(f)

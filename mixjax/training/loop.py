@@ -8,6 +8,7 @@ import dataclasses
 import math
 import os
 import time
+from typing import Mapping, Sequence
 
 from absl import logging
 import gin
@@ -16,11 +17,13 @@ import seqio
 from tqdm import tqdm
 
 from mixjax import gin_utils
+from mixjax import vocab as vocab_lib
+from mixjax.data import objectives
 from mixjax.data import pipeline
-from mixjax.mixing import stream as scheduled_pipeline
+from mixjax.eval import evaluator as evaluation
+from mixjax.mixing import stream
 from mixjax.models import transformer
 from mixjax.training import checkpoints
-from mixjax.eval import evaluator as evaluation
 from mixjax.training import metrics as metrics_lib
 from mixjax.training import optim
 from mixjax.training import partitioning
@@ -49,6 +52,19 @@ def _write_operative_config(model_dir: str):
     f.write(gin.operative_config_str())
 
 
+def _sized_for(model: transformer.TransformerConfig, data: pipeline.DataConfig
+               ) -> transformer.TransformerConfig:
+  """The model config with its embedding size from the run's vocabulary (padded to 128)."""
+  vocabulary = data.vocabulary
+  if model.vocab_size is None:
+    return dataclasses.replace(model, vocab_size=vocab_lib.embedding_size(vocabulary))
+  if model.vocab_size < vocabulary.vocab_size:
+    raise ValueError(f"TransformerConfig.vocab_size={model.vocab_size} is smaller than the "
+                     f"vocabulary ({vocabulary.vocab_size} ids); leave it unset (None) to size "
+                     "the embedding from the vocabulary.")
+  return model
+
+
 def _format_eval(metrics: dict) -> str:
   return "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()))
 
@@ -59,18 +75,24 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
           optimizer: optim.OptimizerConfig | None = None,
           mesh: partitioning.MeshConfig | None = None,
           checkpoint: checkpoints.CheckpointConfig | None = None,
-          eval_config: evaluation.EvalConfig | None = None) -> dict:
-  """Trains a decoder LM on a SeqIO task/mixture; returns the final step's metrics.
+          eval_config: evaluation.EvalConfig | None = None,
+          mixing: stream.MixingConfig | None = None,
+          extra_probes: Mapping[str, Sequence[dict]] | None = None) -> dict:
+  """Trains a model on a registered task or mixture; returns the final step's metrics.
 
-  Writes `MODEL_DIR/{config.gin, metrics.jsonl, tb/, checkpoints/}` and resumes from the newest
-  checkpoint there when one exists.
+  Writes `MODEL_DIR/{config.gin, run_configs.json, metrics.jsonl, tb/, checkpoints/}` and
+  resumes from the newest checkpoint there when one exists. `extra_probes` (`{metric name:
+  probes}`) are scored at every evaluation beside the tasks' own.
   """
   run = run or RunConfig()
   data, model = data or pipeline.DataConfig(), model or transformer.TransformerConfig()
   optimizer, mesh = optimizer or optim.OptimizerConfig(), mesh or partitioning.MeshConfig()
   checkpoint = checkpoint or checkpoints.CheckpointConfig()
   eval_config = eval_config or evaluation.EvalConfig()
+  mixing = mixing or stream.MixingConfig()
   gin_utils.check_required(run, data)
+  objectives.get(data.objective).check(data.feature_converter, model.architecture)
+  model = _sized_for(model, data)
   os.makedirs(run.model_dir, exist_ok=True)
   checkpoints.write_run_configs(run.model_dir, model=model, data=data, optimizer=optimizer,
                                 run=run)
@@ -90,16 +112,18 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
     abstract, shardings = trainer.abstract_state_and_shardings(
         decoder, tx, device_mesh, mesh.rules, init_shape)
     state, data_state = ckpt.restore(latest, abstract)
-    batches = scheduled_pipeline.make_batch_iterator(data, run.seed, shard_info, run.train_steps,
-                                                     state=data_state)
+    batches = stream.make_batch_iterator(data, run.seed, shard_info, run.train_steps,
+                                         state=data_state, mixing=mixing)
     logging.info("Resumed from step %d (%s).", latest, ckpt.directory)
   else:
     state, shardings = trainer.create_state(decoder, tx, device_mesh, mesh.rules, init_shape,
                                             run.seed)
-    batches = scheduled_pipeline.make_batch_iterator(data, run.seed, shard_info, run.train_steps)
+    batches = stream.make_batch_iterator(data, run.seed, shard_info, run.train_steps,
+                                         mixing=mixing)
 
   step_fn = trainer.make_train_step(decoder, tx, device_mesh, mesh.rules, shardings)
-  evaluator = evaluation.Evaluator(decoder, device_mesh, mesh.rules, data, eval_config)
+  evaluator = evaluation.Evaluator(decoder, device_mesh, mesh.rules, data, eval_config,
+                                  extra_probes=extra_probes)
   writer = metrics_lib.MetricsWriter(run.model_dir)
   start_step = int(state.step)
   progress = tqdm(total=run.train_steps, initial=start_step, disable=not run.progress_bar,

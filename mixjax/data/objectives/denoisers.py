@@ -8,8 +8,8 @@ may be shorter) and becomes one `{"inputs", "targets"}` example:
   tokens in about `noise / mean_span_length` spans, spans placed uniformly at random with non-noise
   first; inputs keep the non-noise tokens and put sentinel i where noise span i was, targets are
   sentinel i followed by noise span i, for each span. Sentinels count down from the top of the
-  vocabulary (`vocab.sentinel_id`); a chunk that would need more spans than there are sentinels gets
-  `vocab.max_sentinels()` longer spans instead. Unlike T5, the span count is rounded at random
+  vocabulary (`vocab.sentinel_id`, any vocabulary with extra ids); a chunk that would need more
+  spans than there are sentinels gets `vocab.max_sentinels()` longer spans instead. Unlike T5, the span count is rounded at random
   (up with probability equal to the fraction), so the mean span length is right on average: T5's
   rounding turns X3's 90 noise tokens of a 512-token example into one span of 90, not 64.
 * prefix LM (the S denoiser): one split point, uniform over the chunk; inputs are the prefix,
@@ -89,29 +89,33 @@ class Denoiser:
       raise ValueError(f"Denoiser {self.name!r}: mean_span_length must be >= 1, "
                        f"got {self.mean_span_length}.")
 
-  def span_counts(self, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  def span_counts(self, n: np.ndarray, max_sentinels: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Noise tokens, expected noise spans and most noise spans in chunks of n >= 1 tokens.
 
     As T5's `random_spans_noise_mask`, noise is rounded (half to even) and there is at least one
     noise and one non-noise token when n >= 2 (a 1-token chunk is all noise). The span count is
     `clip(floor(expected + uniform), 1, most)`: at least one, at most ceil(expected), the
-    non-noise tokens (spans alternate) and the number of sentinels.
+    non-noise tokens (spans alternate) and the number of sentinels (`max_sentinels`, default:
+    the byte vocabulary's).
     """
     n = np.asarray(n, np.int64)
     noise = np.clip(np.rint(n * float(self.corruption_rate)).astype(np.int64), 1,
                     np.maximum(n - 1, 1))
     expected = noise / float(self.mean_span_length)
     most = np.clip(np.ceil(expected).astype(np.int64), 1,
-                   np.minimum(np.maximum(n - noise, 1), vocab.max_sentinels()))
+                   np.minimum(np.maximum(n - noise, 1),
+                              max_sentinels or vocab.max_sentinels()))
     return noise, expected, most
 
-  def max_lengths(self, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  def max_lengths(self, n: np.ndarray, max_sentinels: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Longest inputs, targets and inputs + targets a chunk of n tokens can give, without extras."""
     n = np.asarray(n, np.int64)
     if self.prefix_lm:
       # The split point is uniform in [min(1, n - 1), n - 1]: either side may get n - 1 tokens.
       return n - 1, np.maximum(n - 1, 1), n
-    noise, _, spans = self.span_counts(n)
+    noise, _, spans = self.span_counts(n, max_sentinels)
     inputs, targets = n - noise + spans, noise + spans
     return inputs, targets, inputs + targets
 
@@ -137,6 +141,7 @@ class LengthBudget:
   inputs: Optional[int] = None
   targets: Optional[int] = None
   total: Optional[int] = None
+  max_sentinels: Optional[int] = None  # the vocabulary's; None: the byte vocabulary's
 
   @classmethod
   def from_sequence_length(cls, sequence_length: Mapping[str, int],
@@ -150,16 +155,18 @@ class LengthBudget:
     inputs_feature = output_features.get("inputs", targets_feature)
     inputs_extra = int(inputs_feature.add_eos) + int(use_mode_tokens)
     targets_extra = int(targets_feature.add_eos)
+    sentinels = vocab.max_sentinels(targets_feature.vocabulary)
     if sequence_length.get("inputs") is None:
-      return cls(total=sequence_length["targets"] - inputs_extra - targets_extra)
+      return cls(total=sequence_length["targets"] - inputs_extra - targets_extra,
+                 max_sentinels=sentinels)
     return cls(inputs=sequence_length["inputs"] - inputs_extra,
-               targets=sequence_length["targets"] - targets_extra)
+               targets=sequence_length["targets"] - targets_extra, max_sentinels=sentinels)
 
   def longest_chunk(self, denoiser: Denoiser) -> int:
     """Largest n such that every chunk of 1..n tokens fits; 0 if none does."""
     upper = self.total if self.total is not None else self.inputs + self.targets
     n = np.arange(1, max(upper, 0) + 2)
-    inputs, targets, total = denoiser.max_lengths(n)
+    inputs, targets, total = denoiser.max_lengths(n, self.max_sentinels)
     if self.total is not None:
       fits = total <= self.total
     else:
@@ -185,13 +192,15 @@ class _Tables:
   noise: np.ndarray  # [D, max_raw + 1] int32 (0 for prefix LM)
   expected_spans: np.ndarray  # [D, max_raw + 1] float64
   most_spans: np.ndarray  # [D, max_raw + 1] int32
+  first_sentinel: int     # sentinel 0's id (the top of the vocabulary)
 
   @property
   def shortest_chunk(self) -> int:
     return int(self.raw_length[np.isfinite(self.log_rates)].min())
 
 
-def _tables(denoisers: Sequence[Denoiser], budget: LengthBudget) -> _Tables:
+def _tables(denoisers: Sequence[Denoiser], budget: LengthBudget,
+            vocabulary: seqio.Vocabulary) -> _Tables:
   """Checks the mixture against the budget and precomputes everything that depends only on n."""
   if not denoisers or sum(d.rate for d in denoisers) <= 0:
     raise ValueError(f"ul2_denoise needs at least one denoiser with rate > 0; got {denoisers}.")
@@ -201,7 +210,7 @@ def _tables(denoisers: Sequence[Denoiser], budget: LengthBudget) -> _Tables:
       raise ValueError(f"Denoiser {d.name!r} cannot fit even one token in {budget}; "
                        "use longer sequence lengths.")
   n = np.arange(raw.max() + 1)
-  counts = [(np.zeros_like(n),) * 3 if d.prefix_lm else d.span_counts(np.maximum(n, 1))
+  counts = [(np.zeros_like(n),) * 3 if d.prefix_lm else d.span_counts(np.maximum(n, 1), budget.max_sentinels)
             for d in denoisers]
   with np.errstate(divide="ignore"):
     log_rates = np.log(np.array([d.rate for d in denoisers], np.float32))
@@ -209,10 +218,12 @@ def _tables(denoisers: Sequence[Denoiser], budget: LengthBudget) -> _Tables:
       log_rates=log_rates,
       raw_length=raw,
       prefix_lm=np.array([d.prefix_lm for d in denoisers]),
-      mode_id=np.array([vocab.mode_token_id(d.mode_token) for d in denoisers], np.int32),
+      mode_id=np.array([vocab.mode_token_id(d.mode_token, vocabulary) for d in denoisers],
+                       np.int32),
       noise=np.stack([c[0] for c in counts]).astype(np.int32),
       expected_spans=np.stack([c[1] for c in counts]).astype(np.float64),
-      most_spans=np.stack([c[2] for c in counts]).astype(np.int32))
+      most_spans=np.stack([c[2] for c in counts]).astype(np.int32),
+      first_sentinel=vocab.sentinel_id(0, vocabulary))
 
 
 def _segment_ids(lengths: tf.Tensor) -> tf.Tensor:
@@ -340,7 +351,7 @@ def _emit(tokens: tf.Tensor, layout: _Layout, tables: _Tables, use_mode_tokens: 
   prefix_lm = tf.gather(tables.prefix_lm, layout.denoiser)
   # 0 marks spans that emit no sentinel: non-noise spans and prefix-LM chunks.
   span_sentinel = tf.where(is_noise_span & ~tf.gather(prefix_lm, span_chunk),
-                           vocab.sentinel_id(0) - span_in_chunk, 0)
+                           tables.first_sentinel - span_in_chunk, 0)
   # The mode token goes before the chunk's first token, in whichever span that falls.
   opens_chunk = (span_start == tf.gather(chunk_start, span_chunk)) & (layout.span_lengths > 0)
   span_mode = tf.where(opens_chunk & use_mode_tokens,
@@ -389,7 +400,8 @@ def ul2_denoise(dataset: tf.data.Dataset,
     dataset: examples with a 1-D int "targets" feature.
     sequence_length: {"inputs", "targets"} lengths (encoder-decoder) or {"targets"} only
       (decoder-only: inputs + targets share it). See the module docstring.
-    output_features: the task's features; "targets" must use `vocab.get_vocabulary()`'s layout.
+    output_features: the task's features; their vocabulary's extra ids hold the mode tokens
+      (lowest) and sentinels (top), see mixjax.vocab.
     denoisers: the mixture; routing probability of each is rate / sum(rates).
     use_mode_tokens: prepend each denoiser's mode token to its inputs.
     documents_per_batch: documents denoised by one vectorised step (a speed knob only; changing
@@ -400,13 +412,13 @@ def ul2_denoise(dataset: tf.data.Dataset,
   Returns:
     A dataset of `{"inputs": int [n], "targets": int [m]}` (+ `denoiser_key`).
   """
-  vocab_size = output_features["targets"].vocabulary.vocab_size
-  if vocab_size != vocab.get_vocabulary().vocab_size:
-    raise ValueError(f"ul2_denoise puts mode tokens and sentinels at mixjax.vocab ids, but "
-                     f"the task's targets vocabulary has {vocab_size} ids, not "
-                     f"{vocab.get_vocabulary().vocab_size}.")
+  vocabulary = output_features["targets"].vocabulary
+  if vocabulary.extra_ids <= len(vocab.MODE_TOKENS):
+    raise ValueError(f"ul2_denoise puts mode tokens and sentinels in the vocabulary's extra ids, "
+                     f"but it has {vocabulary.extra_ids}; use one with extra ids (e.g. "
+                     "VocabConfig(kind='sentencepiece', extra_ids=100)).")
   tables = _tables(denoisers, LengthBudget.from_sequence_length(
-      sequence_length, output_features, use_mode_tokens))
+      sequence_length, output_features, use_mode_tokens), vocabulary)
 
   @seqio.map_over_dataset(num_seeds=3)
   def denoise(batch, seeds):

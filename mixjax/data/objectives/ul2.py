@@ -1,22 +1,27 @@
-"""UL2 variants of any registered LM task or mixture (`gin/ul2.gin`).
+"""The `ul2` objective: UL2's mixture of denoisers (denoisers.py) over any registered task.
 
-`ul2_variant('mixjax_synthetic_mix', 'prefix_lm')` registers `mixjax_synthetic_mix_ul2_prefix_lm`:
-the same sources and rates, each document routed through `denoisers.ul2_denoise`. Two layouts:
+Two layouts:
 
-* `prefix_lm` (decoder-only): inputs and targets share one packed row whose length is the sum
-  of TASK_FEATURE_LENGTHS' `inputs` and `targets` (seqio's PrefixLMFeatureConverter rule), so the
+* `prefix_lm` (decoder-only): inputs and targets share one packed row whose length is the sum of
+  TASK_FEATURE_LENGTHS' `inputs` and `targets` (SeqIO's PrefixLMFeatureConverter rule), so the
   denoisers budget that sum;
 * `enc_dec`: inputs <= the `inputs` length, targets <= the `targets` length.
+
+Prompt format (probes, `mixjax.infer`): inputs are the mode token ([S2S] unless another is asked
+for; none when `ul2_denoise.use_mode_tokens = False`), the prompt and EOS, as the S denoiser's
+inputs in training; the continuation is the targets.
 """
 
+from typing import Sequence
 
+import gin
 import seqio
 
-from mixjax.data.objectives import denoisers
-from mixjax.data import tasks as lm_tasks
 from mixjax import vocab as vocab_lib
+from mixjax.data.objectives import base
+from mixjax.data.objectives import denoisers
 
-LAYOUTS = ("prefix_lm", "enc_dec")
+MODES = {"S2S": "[S2S]", "NLU": "[NLU]", "NLG": "[NLG]"}
 
 
 def _denoise_prefix_lm(dataset, sequence_length, output_features):
@@ -25,41 +30,34 @@ def _denoise_prefix_lm(dataset, sequence_length, output_features):
   return denoisers.ul2_denoise(dataset, total, output_features)
 
 
-def _output_features() -> dict[str, seqio.Feature]:
-  vocab = vocab_lib.get_vocabulary()
-  return {"inputs": seqio.Feature(vocab, add_eos=True),
-          "targets": seqio.Feature(vocab, add_eos=True)}
+def uses_mode_tokens() -> bool:
+  """Whether the denoisers prepend mode tokens, as the run's gin config says (default True)."""
+  try:
+    return bool(gin.query_parameter("ul2_denoise.use_mode_tokens"))
+  except ValueError:  # not bound
+    return True
 
 
-def _register_task(task_name: str, layout: str) -> str:
-  if task_name not in lm_tasks.TASK_TEXT_SOURCES:
-    raise ValueError(f"Task {task_name!r} was not registered through "
-                     "mixjax.data.tasks.register_lm_task, so its text source is unknown and "
-                     "no UL2 variant can be derived; register it with register_lm_task.")
-  source, text_key = lm_tasks.TASK_TEXT_SOURCES[task_name]
-  name = f"{task_name}_ul2_{layout}"
-  denoise = _denoise_prefix_lm if layout == "prefix_lm" else denoisers.ul2_denoise
-  seqio.TaskRegistry.remove(name)
-  seqio.TaskRegistry.add(
-      name, source=source, output_features=_output_features(),
-      preprocessors=lm_tasks.tokenize_preprocessors(text_key) + [
-          denoise, seqio.preprocessors.append_eos_after_trim])
-  lm_tasks.TASK_DOMAINS[name] = lm_tasks.domain_of(task_name)
-  if task_name in lm_tasks.TASK_PROBES:
-    lm_tasks.TASK_PROBES[name] = lm_tasks.TASK_PROBES[task_name]
-  return name
+class UL2(base.Objective):
+  name = "ul2"
+  layouts = {"prefix_lm": "decoder", "enc_dec": "encoder_decoder"}
 
+  def output_features(self, vocabulary):
+    return {"inputs": seqio.Feature(vocabulary, add_eos=True),
+            "targets": seqio.Feature(vocabulary, add_eos=True)}
 
-def ul2_variant(mixture_or_task_name: str, layout: str) -> str:
-  """Registers (idempotently) the UL2 variant of a task or mixture; returns its name."""
-  if layout not in LAYOUTS:
-    raise ValueError(f"Unknown UL2 layout {layout!r}; valid: {', '.join(LAYOUTS)}.")
-  provider = seqio.get_mixture_or_task(mixture_or_task_name)
-  if not isinstance(provider, seqio.Mixture):
-    return _register_task(mixture_or_task_name, layout)
-  name = f"{mixture_or_task_name}_ul2_{layout}"
-  rates = [(_register_task(task.name, layout), provider.get_rate(task))
-           for task in provider.tasks]
-  seqio.MixtureRegistry.remove(name)
-  seqio.MixtureRegistry.add(name, rates)
-  return name
+  def preprocessors(self, layout, long_documents):
+    del long_documents  # denoiser chunks tile every document: nothing is split off or trimmed
+    self.check(layout)
+    denoise = _denoise_prefix_lm if layout == "prefix_lm" else denoisers.ul2_denoise
+    return [denoise, seqio.preprocessors.append_eos_after_trim]
+
+  def prompt(self, prompt_ids: Sequence[int], vocabulary, mode=None,
+             mode_tokens: bool | None = None) -> base.Prompt:
+    mode = mode or "S2S"
+    token = MODES.get(mode, mode)
+    if token not in vocab_lib.MODE_TOKENS:
+      raise ValueError(f"Unknown UL2 mode {mode!r}; valid: {', '.join(MODES)}.")
+    mode_tokens = uses_mode_tokens() if mode_tokens is None else mode_tokens
+    head = [vocab_lib.mode_token_id(token, vocabulary)] if mode_tokens else []
+    return base.Prompt(inputs=tuple(head + list(prompt_ids) + [vocabulary.eos_id]))
