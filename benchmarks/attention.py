@@ -40,6 +40,7 @@ from jax.experimental.pallas.ops.gpu import attention as jax_triton_attention
 from jax.experimental.pallas.ops.gpu import attention_mgpu as jax_mgpu_attention
 from jax.experimental.pallas.ops.gpu import decode_attention as jax_triton_decode
 
+from mixjax.kernels import common
 from mixjax.kernels import decode_attention
 from mixjax.kernels import flash_attention
 from mixjax.models import masks
@@ -333,7 +334,7 @@ def main():
     args.decode_batches, args.decode_len, args.decode_heads, args.decode_kv_heads = [2], 256, 4, 2
     args.hbm_tbps = args.hbm_tbps or 0.05  # A nominal figure so the fractions print.
   if args.sweep:
-    platform, _ = flash_attention.resolve_platform(None, args.interpret)
+    platform, _ = common.resolve_platform(None, args.interpret)
     for name, change in SWEEP.items():
       block_sizes = dataclasses.replace(platform.block_sizes, **change)
       PEERS[f"mixjax_pallas@{name}"] = functools.partial(_mixjax_pallas, block_sizes=block_sizes)

@@ -12,16 +12,14 @@ Shapes: q_BHD `[batch, q_heads, head_dim]`, k_cache_BSKD / v_cache_BSKD
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
+from mixjax.kernels import common
 from mixjax.kernels import flash_attention
-
-_LOG2_E = math.log2(math.e)
 
 
 def reference_decode_attention(q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B, *, scale=None):
@@ -61,12 +59,12 @@ def _decode_kernel(lengths_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, scale, b
   num_full = lax.div(live, block_k)
   num_blocks = lax.div(live + block_k - 1, block_k)
   q_GD = q_ref[...]
-  scale2 = scale * _LOG2_E
+  scale2 = scale * common.LOG2_E
 
   def step(j, state, masked):
     keys = pl.ds(pl.multiple_of(j * block_k, block_k), block_k)
     k_ND, v_ND = k_ref[keys, :], v_ref[keys, :]
-    s_GN = flash_attention.dot_nt(q_GD, k_ND) * scale2
+    s_GN = common.dot_nt(q_GD, k_ND) * scale2
     if masked:  # Only the last, partly live block.
       pos_1N = j * block_k + lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
       s_GN = jnp.where(pos_1N < live, s_GN, -jnp.inf)
@@ -74,12 +72,12 @@ def _decode_kernel(lengths_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, scale, b
       pos_N1 = j * block_k + lax.broadcasted_iota(jnp.int32, (block_k, 1), 0)
       v_ND = jnp.where(pos_N1 < live, v_ND, 0)
     # Every visited block holds a live key, so no row's running max stays -inf.
-    return flash_attention.softmax_update(state, s_GN, v_ND, may_be_empty=False)
+    return common.softmax_update(state, s_GN, v_ND, may_be_empty=False)
 
-  state = flash_attention.softmax_init(*q_GD.shape)
+  state = common.softmax_init(*q_GD.shape)
   state = lax.fori_loop(0, num_full, functools.partial(step, masked=False), state)
   state = lax.fori_loop(num_full, num_blocks, functools.partial(step, masked=True), state)
-  out_GD, lse_G1, seen_G1 = flash_attention.softmax_finish(state)
+  out_GD, lse_G1, seen_G1 = common.softmax_finish(state)
   o_ref[...] = out_GD
   lse_ref[...] = jnp.where(seen_G1, lse_G1, -jnp.inf)
 
@@ -121,7 +119,7 @@ def decode_attention(q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B, *, scale=None
     raise ValueError(f"kv_heads={num_kv_heads} must divide q_heads={num_heads}.")
   if lengths_B.shape != (batch,):
     raise ValueError(f"lengths {lengths_B.shape} must be [batch] = ({batch},).")
-  plat, interpret = flash_attention.resolve_platform(platform, interpret)
+  plat, interpret = common.resolve_platform(platform, interpret)
   bs = DecodeBlockSizes() if block_sizes is None else block_sizes
   group = num_heads // num_kv_heads
   scale = float(head_dim**-0.5 if scale is None else scale)
@@ -130,7 +128,7 @@ def decode_attention(q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B, *, scale=None
   # what the backend can tile.
   rows = max(group, plat.min_block_q)
   padded_dim = plat.pad_head_dim(head_dim)
-  padded_len = -(-max_len // plat.min_block_k) * plat.min_block_k
+  padded_len = common.round_up(max_len, plat.min_block_k)
   block_k = max(plat.min_block_k, _largest_pow2_divisor(padded_len, bs.block_k))
   num_blocks = padded_len // block_k
   num_splits = min(num_blocks, -(-bs.min_programs // (batch * num_kv_heads)))
@@ -150,7 +148,7 @@ def decode_attention(q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B, *, scale=None
   partial_shape = (batch, num_kv_heads, num_splits, rows)
   o_BKSGD, lse_BKSG1 = pl.pallas_call(
       kernel, grid=(batch, num_kv_heads, num_splits),
-      in_specs=[pl.BlockSpec(memory_space=plat.table_memory_space),
+      in_specs=[plat.table_spec(),
                 pl.BlockSpec((None, None, rows, padded_dim), lambda b, h, s: (b, h, 0, 0)),
                 cache, cache],
       out_specs=[pl.BlockSpec((None, None, None, rows, padded_dim),

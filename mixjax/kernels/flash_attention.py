@@ -15,27 +15,23 @@ may see, and `[full_lo, full_hi)` are the key blocks every row sees completely. 
 over `[lo, hi)` only (so packed short documents visit a few blocks near the diagonal) and drop the
 element mask on `[full_lo, full_hi)`. `num_visited_blocks` counts the same thing for benchmarks.
 
-Backends. One set of kernel bodies; a `_Platform` per backend says how to launch them (compiler
-parameters, where the small block tables live, block-size constraints). GPU uses the Triton
-lowering (explicit Triton compiler parameters: in jax >= 0.10 a bare `pallas_call` on GPU means
-Mosaic GPU), TPU uses Mosaic TPU, CPU runs the GPU launch in interpret mode. A Mosaic GPU platform
-would be one more `_Platform` entry.
+Backends, tiling arithmetic and the online-softmax state are shared with the other kernels
+(`common`): one set of kernel bodies here, launched per backend by a `common.Platform`.
 """
 
 import dataclasses
 import functools
-import math
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
-from jax.experimental.pallas import tpu as pltpu
-from jax.experimental.pallas import triton as pltriton
 
-# Kernels work in base 2 (exp2 is the cheap instruction on GPUs): s2 = log2(e) * scale * q.k.
-_LOG2_E = math.log2(math.e)
+from mixjax.kernels import common
+
+# The tile type callers pass as `block_sizes=`; defined in common since each Platform carries
+# its defaults.
+BlockSizes = common.BlockSizes
 _TABLE_WIDTH = 4  # lo, hi, full_lo, full_hi per query block.
 
 
@@ -71,100 +67,7 @@ def reference_flash_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, *, s
 
 
 # ----------------------------------------------------------------------------------------------
-# Block sizes and backends.
-
-
-@dataclasses.dataclass(frozen=True)
-class BlockSizes:
-  """Tile sizes (powers of two). Each kernel has its own pair: rows held × rows streamed.
-
-  Attributes:
-    block_q, block_k: forward; a program holds `block_q` query rows and streams `block_k` keys.
-    block_q_dq, block_k_dq: the dQ kernel (holds queries, streams keys).
-    block_q_dkv, block_k_dkv: the dK/dV kernel (holds `block_k_dkv` keys, streams queries).
-    num_warps, num_stages: GPU (Triton) only, forward kernel; `num_warps=None` picks 4 for
-      head_dim <= 64, else 8.
-    num_warps_bwd, num_stages_bwd: the same for the two backward kernels.
-  """
-  block_q: int = 128
-  block_k: int = 64
-  block_q_dq: int = 128
-  block_k_dq: int = 32
-  block_q_dkv: int = 32
-  block_k_dkv: int = 128
-  num_warps: int | None = None
-  num_stages: int = 2
-  num_warps_bwd: int | None = None
-  num_stages_bwd: int = 2
-
-  def __post_init__(self):
-    for field in dataclasses.fields(self):
-      value = getattr(self, field.name)
-      if field.name.startswith("block_") and (value < 1 or value & (value - 1)):
-        raise ValueError(f"BlockSizes.{field.name}={value} must be a positive power of two.")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Platform:
-  """How the shared kernel bodies are launched on one backend.
-
-  Attributes:
-    name: the `jax.default_backend()` name it serves.
-    block_sizes: defaults, tuned for the backend's flagship chip.
-    min_block_q, min_block_k: smallest tiles the backend's matmul unit accepts.
-    pad_head_dim: head_dim -> the padded head_dim the backend's tiles accept.
-    table_memory_space: where the int32 block tables live (SMEM on TPU: loop bounds are scalars).
-    compiler_params: `(num_warps, num_stages, num_grid_dims) -> compiler params`.
-  """
-  name: str
-  block_sizes: BlockSizes
-  min_block_q: int
-  min_block_k: int
-  pad_head_dim: Callable[[int], int]
-  table_memory_space: Any
-  compiler_params: Callable[[int, int, int], Any]
-
-
-def _triton_params(num_warps, num_stages, num_grid_dims):
-  del num_grid_dims
-  return pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages)
-
-
-def _mosaic_tpu_params(num_warps, num_stages, num_grid_dims):
-  del num_warps, num_stages
-  # Every program writes its own output tile, so all grid axes may run in any order / on any core.
-  return pltpu.CompilerParams(dimension_semantics=("parallel",) * num_grid_dims)
-
-
-# GPU tiles follow the Triton fused-attention tutorial's Hopper settings; retune with
-# `benchmarks/attention.py --sweep`.
-_GPU = _Platform(
-    name="gpu", block_sizes=BlockSizes(num_warps_bwd=4), min_block_q=16, min_block_k=16,
-    pad_head_dim=lambda d: max(16, pl.next_power_of_2(d)), table_memory_space=None,
-    compiler_params=_triton_params)
-_TPU = _Platform(
-    name="tpu",
-    block_sizes=BlockSizes(block_q=128, block_k=128, block_q_dq=128, block_k_dq=128,
-                           block_q_dkv=128, block_k_dkv=128),
-    min_block_q=8, min_block_k=128, pad_head_dim=lambda d: _round_up(d, 128),
-    table_memory_space=pltpu.SMEM, compiler_params=_mosaic_tpu_params)
-# CPU runs the GPU launch in interpret mode, so CI exercises the same grid and block specs.
-_CPU = dataclasses.replace(_GPU, name="cpu")
-PLATFORMS = {p.name: p for p in (_GPU, _TPU, _CPU)}
-
-
-def resolve_platform(platform=None, interpret=None):
-  """`(platform, interpret)` with defaults filled: the default backend; interpret only on CPU."""
-  name = jax.default_backend() if platform is None else platform
-  if name not in PLATFORMS:
-    raise ValueError(f"platform={name!r} is not one of {sorted(PLATFORMS)}.")
-  if interpret is None:
-    interpret = name == "cpu"
-  return PLATFORMS[name], bool(interpret)
-
-
-def _round_up(x, multiple):
-  return -(-x // multiple) * multiple
+# Tiles.
 
 
 def _fit_block(block, length, minimum):
@@ -241,7 +144,7 @@ def num_visited_blocks(k_start_BT, k_end_BT, block_q, block_k):
   benchmarks divide by the causal count to report what a mask costs. Pads `q_len` like the kernel.
   """
   q_len = k_start_BT.shape[1]
-  pad = _round_up(q_len, block_q) - q_len
+  pad = common.round_up(q_len, block_q) - q_len
   k_start_BT, k_end_BT = _clip_ranges(k_start_BT, k_end_BT)
   k_start_BT = jnp.pad(k_start_BT, ((0, 0), (0, pad)))
   k_end_BT = jnp.pad(k_end_BT, ((0, 0), (0, pad)))
@@ -252,47 +155,6 @@ def num_visited_blocks(k_start_BT, k_end_BT, block_q, block_k):
 # ----------------------------------------------------------------------------------------------
 # Kernel bodies (shared by every backend). Refs are already sliced to one (batch, head) by the
 # block specs; tables are flat int32 vectors indexed by (batch, block).
-
-
-def dot_nt(a_MD, b_ND):
-  """a @ b.T with float32 accumulation: `[M, N]` (kernel-side; no transpose is materialised)."""
-  return lax.dot_general(a_MD, b_ND, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
-
-
-def dot_nn(a_MN, b_ND):
-  """a @ b with float32 accumulation: `[M, D]`."""
-  return lax.dot_general(a_MN, b_ND, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
-
-
-def softmax_init(rows, head_dim):
-  """Online-softmax state `(acc_MD, max_M1, sum_M1)` before any key (FlashAttention-2)."""
-  return (jnp.zeros((rows, head_dim), jnp.float32), jnp.full((rows, 1), -jnp.inf, jnp.float32),
-          jnp.zeros((rows, 1), jnp.float32))
-
-
-def softmax_update(state, s_MN, v_ND, *, may_be_empty):
-  """Folds one key block into the state. `s_MN`: base-2 logits, -inf where masked.
-
-  `may_be_empty`: some row may have no unmasked key so far; keeps exp2 away from (-inf) - (-inf).
-  """
-  acc_MD, max_M1, sum_M1 = state
-  new_max_M1 = jnp.maximum(max_M1, jnp.max(s_MN, axis=1, keepdims=True))
-  if may_be_empty:
-    new_max_M1 = jnp.where(new_max_M1 == -jnp.inf, 0.0, new_max_M1)
-  p_MN = jnp.exp2(s_MN - new_max_M1)
-  alpha_M1 = jnp.exp2(max_M1 - new_max_M1)
-  sum_M1 = alpha_M1 * sum_M1 + jnp.sum(p_MN, axis=1, keepdims=True)
-  acc_MD = alpha_M1 * acc_MD + dot_nn(p_MN.astype(v_ND.dtype), v_ND)
-  return acc_MD, new_max_M1, sum_M1
-
-
-def softmax_finish(state):
-  """`(out_MD, lse_M1, seen_M1)`: normalised float32 output (0 on unseen rows), base-2 lse
-  (meaningful where `seen`), and whether the row saw any key."""
-  acc_MD, max_M1, sum_M1 = state
-  seen_M1 = sum_M1 > 0
-  safe_sum_M1 = jnp.where(seen_M1, sum_M1, 1.0)
-  return acc_MD / safe_sum_M1, max_M1 + jnp.log2(safe_sum_M1), seen_M1
 
 
 def _read_table(table_ref, row, width):
@@ -322,19 +184,19 @@ def _fwd_kernel(table_ref, q_ref, k_ref, v_ref, start_ref, end_ref, o_ref, lse_r
   lo, hi, full_lo, full_hi = _read_table(table_ref, b * num_q_blocks + i, _TABLE_WIDTH)
   q_MD = q_ref[...]
   start_M1, end_M1 = start_ref[...], end_ref[...]
-  scale2 = scale * _LOG2_E
+  scale2 = scale * common.LOG2_E
 
   def step(j, state, masked):
     keys = pl.ds(pl.multiple_of(j * block_k, block_k), block_k)
     k_ND, v_ND = k_ref[keys, :], v_ref[keys, :]
-    s_MN = dot_nt(q_MD, k_ND) * scale2
+    s_MN = common.dot_nt(q_MD, k_ND) * scale2
     if masked:
       pos_1N = j * block_k + lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
       s_MN = jnp.where(_range_mask(start_M1, end_M1, pos_1N), s_MN, -jnp.inf)
-    return softmax_update(state, s_MN, v_ND, may_be_empty=masked)
+    return common.softmax_update(state, s_MN, v_ND, may_be_empty=masked)
 
-  state = _three_phase_loop(lo, hi, full_lo, full_hi, step, softmax_init(*q_MD.shape))
-  out_MD, lse_M1, seen_M1 = softmax_finish(state)
+  state = _three_phase_loop(lo, hi, full_lo, full_hi, step, common.softmax_init(*q_MD.shape))
+  out_MD, lse_M1, seen_M1 = common.softmax_finish(state)
   o_ref[...] = out_MD.astype(o_ref.dtype)
   # +inf for empty rows makes exp2(s - lse) vanish in the backward pass.
   lse_ref[...] = jnp.where(seen_M1, lse_M1, jnp.inf)
@@ -348,17 +210,17 @@ def _dq_kernel(table_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, start
   q_MD, do_MD = q_ref[...], do_ref[...]
   lse_M1, delta_M1 = lse_ref[...], delta_ref[...]
   start_M1, end_M1 = start_ref[...], end_ref[...]
-  scale2 = scale * _LOG2_E
+  scale2 = scale * common.LOG2_E
 
   def step(j, dq_MD, masked):
     keys = pl.ds(pl.multiple_of(j * block_k, block_k), block_k)
     k_ND, v_ND = k_ref[keys, :], v_ref[keys, :]
-    p_MN = jnp.exp2(dot_nt(q_MD, k_ND) * scale2 - lse_M1)
+    p_MN = jnp.exp2(common.dot_nt(q_MD, k_ND) * scale2 - lse_M1)
     if masked:
       pos_1N = j * block_k + lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
       p_MN = jnp.where(_range_mask(start_M1, end_M1, pos_1N), p_MN, 0.0)
-    ds_MN = p_MN * (dot_nt(do_MD, v_ND) - delta_M1)
-    return dq_MD + dot_nn(ds_MN.astype(k_ND.dtype), k_ND)
+    ds_MN = p_MN * (common.dot_nt(do_MD, v_ND) - delta_M1)
+    return dq_MD + common.dot_nn(ds_MN.astype(k_ND.dtype), k_ND)
 
   dq_MD = _three_phase_loop(lo, hi, full_lo, full_hi, step,
                             jnp.zeros(q_MD.shape, jnp.float32))
@@ -378,7 +240,7 @@ def _dkv_kernel(key_table_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref,
       key_table_ref, b * num_k_blocks + j, _TABLE_WIDTH)
   k_ND, v_ND = k_ref[...], v_ref[...]
   block_k, head_dim = k_ND.shape
-  scale2 = scale * _LOG2_E
+  scale2 = scale * common.LOG2_E
   pos_N1 = j * block_k + lax.broadcasted_iota(jnp.int32, (block_k, 1), 0)
 
   def tile(i, carry, masked, g):
@@ -387,13 +249,13 @@ def _dkv_kernel(key_table_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref,
     cols = pl.ds(pl.multiple_of(g * head_dim, head_dim), head_dim)
     q_MD, do_MD = q_ref[rows, cols], do_ref[rows, cols]
     lse_1M, delta_1M = lse_ref[g, :, rows], delta_ref[g, :, rows]
-    pt_NM = jnp.exp2(dot_nt(k_ND, q_MD) * scale2 - lse_1M)
+    pt_NM = jnp.exp2(common.dot_nt(k_ND, q_MD) * scale2 - lse_1M)
     if masked:
       start_1M, end_1M = start_ref[:, rows], end_ref[:, rows]
       pt_NM = jnp.where(_range_mask(start_1M, end_1M, pos_N1), pt_NM, 0.0)
-    dv_ND = dv_ND + dot_nn(pt_NM.astype(do_MD.dtype), do_MD)
-    dst_NM = pt_NM * (dot_nt(v_ND, do_MD) - delta_1M)
-    dk_ND = dk_ND + dot_nn(dst_NM.astype(q_MD.dtype), q_MD)
+    dv_ND = dv_ND + common.dot_nn(pt_NM.astype(do_MD.dtype), do_MD)
+    dst_NM = pt_NM * (common.dot_nt(v_ND, do_MD) - delta_1M)
+    dk_ND = dk_ND + common.dot_nn(dst_NM.astype(q_MD.dtype), q_MD)
     return dk_ND, dv_ND
 
   def head(g, carry):
@@ -417,17 +279,13 @@ def _dkv_kernel(key_table_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref,
 class _Config:
   scale: float
   block_sizes: BlockSizes
-  platform: _Platform
+  platform: common.Platform
   interpret: bool
   head_dim: int  # padded
 
 
 def _flat(x_BTHD):
   return x_BTHD.reshape(*x_BTHD.shape[:2], -1)
-
-
-def _table_spec(cfg):
-  return pl.BlockSpec(memory_space=cfg.platform.table_memory_space)
 
 
 def _pallas(cfg, kernel, *, grid, in_specs, out_specs, out_shape, name, backward=False):
@@ -465,7 +323,7 @@ def _forward(q_BTHD, k_BSKD, v_BSKD, start_BT, end_BT, cfg):
                              num_q_blocks=num_q_blocks)
   out_BTF, lse_BHT1 = _pallas(
       cfg, kernel, grid=(batch, num_heads, num_q_blocks),
-      in_specs=[_table_spec(cfg), rows, keys, keys, ranges, ranges],
+      in_specs=[cfg.platform.table_spec(), rows, keys, keys, ranges, ranges],
       out_specs=[rows, stats],
       out_shape=[jax.ShapeDtypeStruct(_flat(q_BTHD).shape, q_BTHD.dtype),
                  jax.ShapeDtypeStruct((batch, num_heads, q_len, 1), jnp.float32)],
@@ -484,7 +342,7 @@ def _backward_dq(q_BTHD, k_BSKD, v_BSKD, do_BTHD, lse_BHT1, delta_BHT1, start_BT
                              num_q_blocks=num_q_blocks)
   dq_BTF = _pallas(
       cfg, kernel, grid=(batch, num_heads, num_q_blocks),
-      in_specs=[_table_spec(cfg), rows, keys, keys, rows, stats, stats, ranges, ranges],
+      in_specs=[cfg.platform.table_spec(), rows, keys, keys, rows, stats, stats, ranges, ranges],
       out_specs=rows,
       out_shape=jax.ShapeDtypeStruct(_flat(q_BTHD).shape, q_BTHD.dtype),
       name="flash_attention_dq", backward=True,
@@ -505,13 +363,14 @@ def _backward_dkv(q_BTHD, k_BSKD, v_BSKD, do_BTHD, lse_BHT1, delta_BHT1, start_B
   keys = pl.BlockSpec((None, block_k, head_dim), lambda b, h, j: (b, j, h))
   stats = pl.BlockSpec((None, group, 1, q_len), lambda b, h, j: (b, h, 0, 0))
   ranges = pl.BlockSpec((None, 1, q_len), lambda b, h, j: (b, 0, 0))
+  table = cfg.platform.table_spec()
   kernel = functools.partial(
       _dkv_kernel, scale=cfg.scale, block_q=block_q, group=group, num_k_blocks=num_k_blocks)
   # [B, H, T, 1] and [B, H, 1, T] are the same bytes: this kernel wants query stats along lanes.
   as_row = lambda x: x.reshape(batch, num_heads, 1, q_len)
   dk_BSF, dv_BSF = _pallas(
       cfg, kernel, grid=(batch, num_kv_heads, num_k_blocks),
-      in_specs=[_table_spec(cfg), queries, keys, keys, queries, stats, stats, ranges, ranges],
+      in_specs=[table, queries, keys, keys, queries, stats, stats, ranges, ranges],
       out_specs=[keys, keys],
       out_shape=[jax.ShapeDtypeStruct(_flat(k_BSKD).shape, k_BSKD.dtype)] * 2,
       name="flash_attention_dkv", backward=True,
@@ -571,7 +430,7 @@ def flash_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, *, scale=None,
   if k_start_BT.shape != (batch, q_len) or k_end_BT.shape != (batch, q_len):
     raise ValueError(f"k_start {k_start_BT.shape} and k_end {k_end_BT.shape} must be "
                      f"[batch, q_len] = {(batch, q_len)}.")
-  plat, interpret = resolve_platform(platform, interpret)
+  plat, interpret = common.resolve_platform(platform, interpret)
   bs = plat.block_sizes if block_sizes is None else block_sizes
   fit_q = functools.partial(_fit_block, length=q_len, minimum=plat.min_block_q)
   fit_k = functools.partial(_fit_block, length=kv_len, minimum=plat.min_block_k)
@@ -584,8 +443,8 @@ def flash_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, *, scale=None,
       scale=float(head_dim**-0.5 if scale is None else scale), block_sizes=bs, platform=plat,
       interpret=interpret, head_dim=padded_dim)
   # Pad to whole tiles: padded query rows get empty ranges, padded keys are never in a range.
-  q_pad = _round_up(q_len, max(bs.block_q, bs.block_q_dq, bs.block_q_dkv)) - q_len
-  kv_pad = _round_up(kv_len, max(bs.block_k, bs.block_k_dq, bs.block_k_dkv)) - kv_len
+  q_pad = common.round_up(q_len, max(bs.block_q, bs.block_q_dq, bs.block_q_dkv)) - q_len
+  kv_pad = common.round_up(kv_len, max(bs.block_k, bs.block_k_dq, bs.block_k_dkv)) - kv_len
   d_pad = padded_dim - head_dim
   start_BT, end_BT = _clip_ranges(k_start_BT, k_end_BT, kv_len)
   start_BT, end_BT = (jnp.pad(x, ((0, 0), (0, q_pad))) for x in (start_BT, end_BT))

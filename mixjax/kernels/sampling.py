@@ -28,7 +28,7 @@ import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 
-from mixjax.kernels import flash_attention
+from mixjax.kernels import common
 
 _INT_MIN = np.int32(-(2**31))
 _INT_MAX = np.int32(2**31 - 1)
@@ -271,16 +271,16 @@ def _sample_kernel(temperature_ref, top_k_ref, top_p_ref, min_p_ref, seed_ref, l
 
 def _sample_call(key, logits_BV, params, block_sizes, platform, interpret):
   """Runs the kernel: `(tokens_B, top_k_cut_B, tie_cut_B, top_p_cut_B)`."""
-  plat, interpret = flash_attention.resolve_platform(platform, interpret)
+  plat, interpret = common.resolve_platform(platform, interpret)
   bs = SamplingBlockSizes() if block_sizes is None else block_sizes
   batch, vocab = logits_BV.shape
   block_v = min(bs.block_v, max(128, pl.next_power_of_2(vocab)))
-  padded = -(-vocab // block_v) * block_v
+  padded = common.round_up(vocab, block_v)
   # -inf padding: last in every order, zero mass, never drawn.
   logits_B1V = jnp.pad(logits_BV, ((0, 0), (0, padded - vocab)),
                        constant_values=-jnp.inf)[:, None, :]
   seeds = lax.bitcast_convert_type(jax.random.bits(key, (batch, 2), jnp.uint32), jnp.int32)
-  table = pl.BlockSpec(memory_space=plat.table_memory_space)
+  table = plat.table_spec()
   scalar_out = pl.BlockSpec((None, 1, 1), lambda b: (b, 0, 0))
   kernel = functools.partial(_sample_kernel, block_v=block_v, radix_bits=bs.radix_bits,
                              skip_chunks=True)
