@@ -9,7 +9,11 @@ import re
 
 import pytest
 
+from mixjax.testbed import bios
+from mixjax.testbed import code
 from mixjax.testbed import corpus as synthetic
+from mixjax.testbed import prose
+from mixjax.testbed import world as world_lib
 
 CONFIG = synthetic.CorpusConfig(num_docs=1500, seed=3, num_probes=120)
 # sha256 prefix of a small corpus (see test_golden_digest); the same on Python 3.10-3.13.
@@ -47,7 +51,7 @@ def _run_program(program: str) -> str:
 
 
 def test_same_config_gives_same_documents_in_any_order(train):
-  synthetic._world.cache_clear()  # rebuild the world too
+  world_lib._world.cache_clear()  # rebuild the world too
   again = [synthetic.document(CONFIG, "train", r["domain"], int(r["id"].rsplit("-", 1)[1]))
            for r in reversed(train)]
   assert again[::-1] == train
@@ -160,7 +164,7 @@ def test_probe_prompts_never_occur_in_training(train, domain, kind):
 
 
 def test_agreement_probe_verb_follows_the_adjacent_subject():
-  plurals = {plural for _, plural in synthetic._NOUNS}
+  plurals = {plural for _, plural in prose._NOUNS}
   for p in synthetic.probes(CONFIG, "prose", "agreement"):
     assert p["answer"].endswith("s") != (p["prompt"].split()[-1] in plurals), p
 
@@ -184,7 +188,7 @@ def test_code_outputs_are_what_python_prints(train):
 
 
 def test_prose_probe_answer_agrees_with_subject_not_attractor():
-  plurals = {plural for _, plural in synthetic._NOUNS}
+  plurals = {plural for _, plural in prose._NOUNS}
   for p in synthetic.probes(CONFIG, "prose", "attractor"):
     words = p["prompt"].split()
     subject_plural, attractor_plural = words[1] in plurals, words[-1] in plurals
@@ -220,8 +224,8 @@ def test_in_context_bios_probes_are_answered_by_their_card_alone(train):
 
 def test_relation_probes_ask_new_people_and_only_the_type_decides(train):
   known = {r["name"] for r in _by_domain(train, "bios")}
-  world = synthetic._config_world(CONFIG)
-  pools = {a: set(synthetic._answer_pool(world, a)) for a in synthetic._RELATIONS}
+  world = world_lib.config_world(CONFIG)
+  pools = {a: set(bios._answer_pool(world, a)) for a in bios._RELATIONS}
   for p in synthetic.probes(CONFIG, "bios", "relation"):
     name = " ".join(p["prompt"].split()[:2])
     assert name not in known
@@ -230,7 +234,7 @@ def test_relation_probes_ask_new_people_and_only_the_type_decides(train):
     assert len({k[0] for k in kinds}) == 4, p  # ... and of four different ones
     answer_kind = kinds[p["candidates"].index(p["answer"])][0]
     assert any(t.format(name=name, birth_city="").startswith(p["prompt"].split(" in ")[0])
-               for t in synthetic._RELATIONS[answer_kind]), p
+               for t in bios._RELATIONS[answer_kind]), p
 
 
 def test_magnitude_probes_differ_from_the_answer_only_in_digit_count():
@@ -313,12 +317,12 @@ def test_people_have_several_bios_and_population_scales(train):
 
 
 def test_no_noun_form_is_a_prefix_of_another_nouns_form():
-  for (a, b) in itertools.permutations(synthetic._NOUNS, 2):
+  for (a, b) in itertools.permutations(prose._NOUNS, 2):
     assert not [x for x in a for y in b if y.startswith(x)], (a, b)
 
 
 def test_no_variable_name_ends_another():
-  names = set(synthetic._VARS + synthetic._FUNCS + synthetic._LISTS + synthetic._ARGS)
+  names = set(code._VARS + code._FUNCS + code._LISTS + code._ARGS)
   assert not [(a, b) for a, b in itertools.permutations(names, 2) if b.endswith(a)]
 
 
