@@ -176,6 +176,27 @@ def test_random_order_is_seeded(corpus, shuffled, tmp_path):
   assert np.array_equal(permutation, order.random_order(50, seed=4))
 
 
+def test_random_order_skips_the_neighbour_stages():
+  config = _config(["in.jsonl"], "out", order="random")
+  assert stages.plan(config) == ("scan", "fit", "embed", "docs", "order", "write")
+  assert stages.plan(config, until="knn") == ("scan", "fit", "embed", "docs")
+  assert stages.plan(_config(["in.jsonl"], "out")) == stages.STAGES
+  with pytest.raises(ValueError, match="Unknown stage 'sort'; valid: scan, fit"):
+    stages.plan(config, until="sort")
+
+
+def test_beam_random_order_writes_the_local_baseline_without_neighbours(corpus, shuffled,
+                                                                         tmp_path):
+  pytest.importorskip("apache_beam")  # the [beam] extra, as in the test above
+  from mixjax.iclm import beam  # pylint: disable=g-import-not-at-top
+
+  beam.run(_config(corpus, tmp_path, context_tokens=1024, order="random"),
+           ["--runner=DirectRunner"])
+  assert _outputs(tmp_path) == _outputs(shuffled)
+  assert not os.path.exists(tmp_path / "stages" / "index")
+  assert not os.path.exists(tmp_path / "stages" / "knn")
+
+
 def test_rerun_with_other_order_is_refused_unless_restarted(corpus, ordered, tmp_path):
   with pytest.raises(ValueError, match="order differ.*--restart"):
     stages.run(_config(corpus, ordered, context_tokens=1024, order="random"))

@@ -3,6 +3,8 @@
   scan (here) -> Beam: fit -> embed shards -> docs -> train index -> add shards -> merge
                        -> search shards -> (here) order, write
 
+(`--order random` stops Beam after docs: that order reads no neighbours.)
+
 Each Beam step calls the per-shard functions of `mixjax.iclm.stages` and writes the same files, so
 `stages.run` then finds those stages done and runs the traversal on the merged graph, on one
 machine (it holds the graph: about 200 bytes per document). DIR must be on a file system every
@@ -107,13 +109,16 @@ def _knn_done(_, config: stages.IclmConfig, searched: Sequence[int]) -> None:
 
 def build_pipeline(root: beam.PCollection, config: stages.IclmConfig, num_shards: int,
                    embedder: embed.Embedder) -> None:
-  """Adds fit..knn to a pipeline; `root` is a one-element PCollection."""
+  """Adds fit..knn to a pipeline (fit..docs for `order="random"`, which reads no neighbours);
+  `root` is a one-element PCollection."""
   side = beam.pvalue.AsSingleton
   fitted = root | "Fit" >> beam.Map(_fit, config, embedder)
   embedded = (root.pipeline | "EmbedShards" >> beam.Create(range(num_shards))
               | "SpreadEmbed" >> beam.Reshuffle()
               | "Embed" >> beam.Map(_embed, config, embedder, side(fitted)))
   docs = root | "Docs" >> beam.Map(_docs, config, beam.pvalue.AsList(embedded))
+  if "knn" not in stages.plan(config):
+    return
   trained = docs | "TrainIndex" >> beam.Map(_train, config)
   shards = (trained | "IndexShards" >> beam.FlatMap(lambda n: list(range(n)))
             | "SpreadIndex" >> beam.Reshuffle())
@@ -124,14 +129,18 @@ def build_pipeline(root: beam.PCollection, config: stages.IclmConfig, num_shards
 
 
 def run(config: stages.IclmConfig, beam_args: Sequence[str], restart: bool = False) -> dict:
-  """Runs fit..knn with Beam (unless done), then order and write here; returns the report."""
+  """Runs fit..knn with Beam (unless done), then order and write here; returns the report.
+
+  With `order="random"` Beam runs fit..docs only, as the local runner skips index and knn.
+  """
   embedder = stages.make_embedder(config)
   wd = stages.Workdir(config)
   if restart:
     wd.clear()
   wd.check_config()
   index = stages.scan(wd)
-  if not wd.done("knn"):
+  last_beam_stage = "knn" if "knn" in stages.plan(config) else "docs"
+  if not wd.done(last_beam_stage):
     num_shards = len(stages.embed_shards(index, config))
     with beam.Pipeline(options=pipeline_options.PipelineOptions(list(beam_args))) as p:
       build_pipeline(p | "Start" >> beam.Create([None]), config, num_shards, embedder)

@@ -625,6 +625,15 @@ def write_report(wd: Workdir, index: iclm_io.LineIndex) -> dict:
 # ---------------------------------------------------------------- all stages
 
 
+def plan(config: IclmConfig, until: str = "write") -> tuple[str, ...]:
+  """The stages a run goes through, in order, up to `until`: every stage, less index and knn for
+  `order="random"` (it reads no neighbours). The local and the Beam runner both follow it."""
+  if until not in STAGES:
+    raise ValueError(f"Unknown stage {until!r}; valid: {', '.join(STAGES)}.")
+  skipped = ("index", "knn") if config.order == "random" else ()
+  return tuple(s for s in STAGES[:STAGES.index(until) + 1] if s not in skipped)
+
+
 def run(config: IclmConfig, until: str = "write", worker: Worker = Worker(),
         restart: bool = False, embedder: embed_lib.Embedder | None = None) -> dict | None:
   """Runs (or resumes) every stage up to `until`; returns the report once `write` is done.
@@ -634,9 +643,7 @@ def run(config: IclmConfig, until: str = "write", worker: Worker = Worker(),
   `config.embedder` (e.g. a `MeanPooledLMEmbedder` over a model in memory); without it, an
   embedder name that is not registered raises ValueError before anything is read or written.
   """
-  if until not in STAGES:
-    raise ValueError(f"Unknown stage {until!r}; valid: {', '.join(STAGES)}.")
-  wanted = STAGES[:STAGES.index(until) + 1]
+  wanted = plan(config, until)
   embedder = embedder or make_embedder(config)
   wd = Workdir(config)
   if restart:
@@ -650,10 +657,9 @@ def run(config: IclmConfig, until: str = "write", worker: Worker = Worker(),
   if "docs" not in wanted:
     return None
   docs = collect_docs(wd, index)
-  needs_neighbours = config.order == "iclm"
-  if "index" in wanted and needs_neighbours:
+  if "index" in wanted:
     build_index(wd, docs)
-  if "knn" in wanted and needs_neighbours:
+  if "knn" in wanted:
     knn(wd, docs, worker)
   if "order" not in wanted:
     return None
