@@ -1,6 +1,7 @@
 """Tests for In-Context Pretraining ordering: the CLI end to end on the embedded corpus, resume,
 multi-worker runs, bad input, the SeqIO task, and the graph, embedding and neighbour parts."""
 
+import ast
 import collections
 import glob
 import json
@@ -489,6 +490,36 @@ def test_checkpoint_embedder_pools_a_decoders_final_hidden_states():
   assert emb.shape == (3, 32)
   np.testing.assert_allclose(emb[0], emb[2], atol=1e-6)
   np.testing.assert_allclose(emb[0], embedder.embed(["a short one"], {})[0], atol=1e-5)
+
+
+_MODEL_LAYERS = ("mixjax.models", "mixjax.training", "mixjax.eval", "mixjax.inference")
+
+
+def _imported_modules(tree: ast.AST) -> list[str]:
+  names = []
+  for node in ast.walk(tree):  # every import, at module level or inside a function
+    if isinstance(node, ast.Import):
+      names += [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+  return names
+
+
+def test_iclm_imports_no_model_side_layer():
+  # vocab <- data <- iclm; models, training, eval and inference sit above. Only the binaries
+  # (cli.py, __main__.py) may import them, e.g. to register the checkpoint embedder.
+  package = os.path.dirname(stages.__file__)
+  checked, upward = [], []
+  for path in sorted(glob.glob(os.path.join(package, "*.py"))):
+    if os.path.basename(path) in ("cli.py", "__main__.py"):
+      continue
+    checked.append(os.path.basename(path))
+    with open(path, encoding="utf-8") as f:
+      names = _imported_modules(ast.parse(f.read(), path))
+    upward += [f"{os.path.basename(path)}: {n}" for n in names
+               if n in _MODEL_LAYERS or n.startswith(tuple(m + "." for m in _MODEL_LAYERS))]
+  assert "stages.py" in checked and "probes.py" in checked
+  assert not upward, f"mixjax/iclm imports a layer above it: {upward}"
 
 
 def test_line_index_handles_missing_final_newline_and_empty_files(tmp_path):
