@@ -24,9 +24,9 @@ import time
 
 import numpy as np
 
-from mixjax.iclm import stages as iclm
 from mixjax.iclm import io as iclm_io
-from mixjax.iclm import order as iclm_order
+from mixjax.iclm import order
+from mixjax.iclm import stages
 from mixjax.testbed import corpus as synthetic
 
 
@@ -55,10 +55,10 @@ def run_pipeline(files: list[str], out_dir: str, threads: int) -> tuple[float, f
   return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def stage_seconds(wd: iclm.Workdir, start: float) -> dict[str, float]:
+def stage_seconds(wd: stages.Workdir, start: float) -> dict[str, float]:
   done = [iclm_io.load_json(os.path.join(wd.stage(s), iclm_io.DONE))["done_at"]
-          for s in iclm.STAGES]
-  return {s: round(t - prev, 2) for s, t, prev in zip(iclm.STAGES, done, [start] + done[:-1])}
+          for s in stages.STAGES]
+  return {s: round(t - prev, 2) for s, t, prev in zip(stages.STAGES, done, [start] + done[:-1])}
 
 
 def related_bios(records: list[dict], order_N: np.ndarray) -> float:
@@ -72,20 +72,20 @@ def related_bios(records: list[dict], order_N: np.ndarray) -> float:
 
 def quality(files: list[str], out_dir: str, seed: int = 0) -> dict[str, float]:
   """ICLM vs the public greedy sort vs a random order, on the run's embeddings and graph."""
-  wd = iclm.Workdir(iclm.IclmConfig(inputs=tuple(files), output_dir=out_dir))
-  index = iclm.scan(wd)
-  docs = iclm.collect_docs(wd, index)
-  emb_ND = iclm.load_embeddings(wd, docs)
-  nbr_NK, _ = iclm.load_neighbours(wd)
+  wd = stages.Workdir(stages.IclmConfig(inputs=tuple(files), output_dir=out_dir))
+  index = stages.scan(wd)
+  docs = stages.collect_docs(wd, index)
+  emb_ND = stages.load_embeddings(wd, docs)
+  nbr_NK, _ = stages.load_neighbours(wd)
   records = [json.loads(r) for r in iclm_io.LineReader(index).lines(docs.line_N)]
   start = time.perf_counter()
-  public_N = iclm_order.public_greedy_order(nbr_NK, seed)
+  public_N = order.public_greedy_order(nbr_NK, seed)
   public_s = time.perf_counter() - start
-  orders = {"iclm": iclm.order(wd, docs).doc_O, "public_greedy": public_N,
+  orders = {"iclm": stages.order(wd, docs).doc_O, "public_greedy": public_N,
             "random": np.random.default_rng(seed).permutation(len(emb_ND))}
   result = {"public_greedy_traversal_s": round(public_s, 2)}
   for name, order_N in orders.items():
-    result[f"adjacent_sim_{name}"] = round(iclm_order.adjacent_similarity(emb_ND, order_N), 4)
+    result[f"adjacent_sim_{name}"] = round(order.adjacent_similarity(emb_ND, order_N), 4)
     result[f"related_bios_{name}"] = round(related_bios(records, order_N), 4)
   return result
 
@@ -112,7 +112,7 @@ def main(argv: list[str]) -> dict:
     results[f"wall_s_{size}"] = round(wall, 1)
     results[f"cpu_s_{size}"] = round(cpu, 1)
     results[f"peak_rss_mib_{size}"] = round(rss)
-    wd = iclm.Workdir(iclm.IclmConfig(inputs=tuple(files), output_dir=out_dir))
+    wd = stages.Workdir(stages.IclmConfig(inputs=tuple(files), output_dir=out_dir))
     results.update({f"stage_s_{size}_{k}": v for k, v in stage_seconds(wd, start).items()})
     results.update({f"{k}_{size}": v for k, v in quality(files, out_dir).items()})
   if 100_000 in sizes and 1_000_000 in sizes:
@@ -135,7 +135,7 @@ def print_table(results: dict, sizes: list[int]) -> None:
           ("related bios: ICLM", "related_bios_iclm_{}"),
           ("related bios: public greedy", "related_bios_public_greedy_{}"),
           ("related bios: random", "related_bios_random_{}")]
-  rows += [(f"  stage {s} s", f"stage_s_{{}}_{s}") for s in iclm.STAGES]
+  rows += [(f"  stage {s} s", f"stage_s_{{}}_{s}") for s in stages.STAGES]
   print(f"{'documents':32s}" + "".join(f"{s:>12d}" for s in sizes))
   for label, key in rows:
     print(f"{label:32s}" + "".join(f"{results[key.format(s)]:>12}" for s in sizes))

@@ -43,6 +43,7 @@ from mixjax.data import tasks as lm_tasks
 from mixjax.testbed import corpus as synthetic
 from mixjax.models import transformer
 from mixjax.training import checkpoints
+from mixjax.eval import context_probes
 from mixjax.eval import evaluator as evaluation
 from mixjax.training import loop
 from mixjax.training import metrics as metrics_lib
@@ -146,7 +147,7 @@ def evaluate_checkpoint(model_dir: str, mixture: str, probes: dict[str, list[dic
       mesh_config.rules, dataclasses.replace(data_config, mixture_or_task_name=mixture),
       eval_config)
   # The probes need EOS between documents, which the text-prompt probes cannot hold.
-  evaluator.probes = {kind: iclm_probes.probe_batch(p) for kind, p in probes.items() if p}
+  evaluator.probes = {kind: context_probes.probe_batch(p) for kind, p in probes.items() if p}
   metrics = evaluator.evaluate(params)
   metrics["eval/mean/loss"] = float(np.mean([v for k, v in metrics.items()
                                              if k.startswith("eval/")]))

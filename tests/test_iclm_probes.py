@@ -1,15 +1,18 @@
-"""Tests for the cross-document probes: what each kind puts in context and among the candidates,
-and the token layout (documents, EOS, statement, candidate) in one segment."""
+"""Tests for the cross-document probes: what each kind puts in context and among the candidates
+(`mixjax.iclm.probes`), and the token layout (documents, EOS, statement, candidate) in one segment
+(`mixjax.eval.context_probes`)."""
 
 import re
 
 import numpy as np
 import pytest
 
+from mixjax import vocab as vocab_lib
+from mixjax.eval import context_probes
+from mixjax.eval import evaluator
+# `iclm_probes`, not `probes`: the fixture below holds the probes themselves.
 from mixjax.iclm import probes as iclm_probes
 from mixjax.testbed import corpus as synthetic
-from mixjax import vocab as vocab_lib
-from mixjax.eval import evaluator as evaluation
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +84,7 @@ def test_probes_are_seeded(corpus, probes):
 def test_batch_joins_documents_with_eos_in_one_segment(probes):
   vocab = vocab_lib.get_vocabulary()
   probe = probes["colleague"][0]
-  batch, probe_index_N, is_answer_N = iclm_probes.probe_batch([probe])
+  batch, probe_index_N, is_answer_N = context_probes.probe_batch([probe])
   assert probe_index_N.tolist() == [0] * 4 and is_answer_N.sum() == 1
   for row, candidate in enumerate(probe["candidates"]):
     expected = [*vocab.encode(probe["documents"][0]), vocab.eos_id, *vocab.encode(probe["prompt"]),
@@ -97,7 +100,7 @@ def test_batch_joins_documents_with_eos_in_one_segment(probes):
 
 def test_batch_without_documents_is_the_text_probe_batch(probes):
   closed = probes["same_person_closed_book"][:5]
-  ours, theirs = iclm_probes.probe_batch(closed), evaluation.probe_batch(closed)
+  ours, theirs = context_probes.probe_batch(closed), evaluator.probe_batch(closed)
   assert all(np.array_equal(ours[0][k], theirs[0][k]) for k in theirs[0])
   assert np.array_equal(ours[1], theirs[1]) and np.array_equal(ours[2], theirs[2])
 
@@ -108,3 +111,7 @@ def test_a_nul_in_a_bio_is_refused():
   people = iclm_probes.people_table([record])
   with pytest.raises(ValueError, match="b0 holds a NUL"):
     iclm_probes.build_probes([record], people, max_per_kind=1)
+  probe = {"kind": "same_person", "documents": [record["text"]], "prompt": "Ana Bell works at",
+           "answer": " Acme Labs", "candidates": [" Acme Labs", " Beta Works"]}
+  with pytest.raises(ValueError, match=r"Probe 0 \(same_person\) holds a NUL"):
+    context_probes.probe_batch([probe])

@@ -18,8 +18,10 @@ import glob
 import json
 import sys
 
-from mixjax.iclm import stages as iclm
-from mixjax.iclm import knn as iclm_knn
+from mixjax.iclm import knn
+from mixjax.iclm import stages
+# A binary may import every layer; the stages cannot import the model this embedder runs.
+import mixjax.inference.embedder  # noqa: F401  (registers --embedder checkpoint)
 
 
 def _inputs(value: str) -> tuple[str, ...]:
@@ -29,28 +31,30 @@ def _inputs(value: str) -> tuple[str, ...]:
   return tuple(paths)
 
 
-def _worker(value: str) -> iclm.Worker:
+def _worker(value: str) -> stages.Worker:
   index, _, count = value.partition("/")
-  return iclm.Worker(int(index), int(count))
+  return stages.Worker(int(index), int(count))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-  d = iclm.IclmConfig(inputs=("-",), output_dir="")
+  d = stages.IclmConfig(inputs=("-",), output_dir="")
   p = argparse.ArgumentParser(prog="python -m mixjax.iclm", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--input", type=_inputs, required=True, help="JSONL files, comma-separated; globs ok")
   p.add_argument("--output", required=True, help="output directory")
-  p.add_argument("--embedder", default=d.embedder, choices=sorted(iclm.EMBEDDERS))
-  p.add_argument("--embedder_path", default="", help="model directory for model embedders")
+  p.add_argument("--embedder", default=d.embedder, choices=sorted(stages.EMBEDDERS))
+  p.add_argument("--embedder_path", default="", help="; ".join(
+      f"{s.name}: {s.path}" for s in sorted(stages.EMBEDDERS.values(), key=lambda s: s.name)
+      if s.path))
   p.add_argument("--dim", type=int, default=d.dim, help="hashed embedding width")
   p.add_argument("--fit_docs", type=int, default=d.fit_docs, help="IDF sample size")
   p.add_argument("--k", type=int, default=d.k, help="neighbours per document")
-  p.add_argument("--index", default=d.index.kind, choices=("auto",) + iclm_knn.INDEX_KINDS)
+  p.add_argument("--index", default=d.index.kind, choices=("auto",) + knn.INDEX_KINDS)
   p.add_argument("--nlist", type=int, default=d.index.nlist, help="IVF lists (0: ~4 sqrt(N))")
   p.add_argument("--nprobe", type=int, default=d.index.nprobe, help="IVF lists searched")
   p.add_argument("--min_path_docs", type=int, default=d.min_path_docs)
   p.add_argument("--context_tokens", type=int, default=d.context_tokens)
-  p.add_argument("--order", default=d.order, choices=iclm.ORDERS,
+  p.add_argument("--order", default=d.order, choices=stages.ORDERS,
                  help="iclm: related documents together; random: the baseline (same contexts "
                       "and output format, documents in a seeded random order)")
   p.add_argument("--dedup_threshold", type=float, default=None,
@@ -61,8 +65,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                  help="count and skip bad lines and repeated ids instead of stopping")
   p.add_argument("--seed", type=int, default=d.seed)
   p.add_argument("--threads", type=int, default=d.threads)
-  p.add_argument("--until", default="write", choices=iclm.STAGES, help="last stage to run")
-  p.add_argument("--worker", type=_worker, default=iclm.Worker(), help="I/N: this worker's shards")
+  p.add_argument("--until", default="write", choices=stages.STAGES, help="last stage to run")
+  p.add_argument("--worker", type=_worker, default=stages.Worker(),
+                 help="I/N: this worker's shards")
   p.add_argument("--restart", action="store_true", help="discard an earlier run in --output")
   p.add_argument("--no_progress", action="store_true")
   p.add_argument("--runner", default="local", choices=("local", "beam"))
@@ -71,10 +76,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
-def config_from_args(args: argparse.Namespace) -> iclm.IclmConfig:
-  index = dataclasses.replace(iclm_knn.IndexSpec(), kind=args.index, nlist=args.nlist,
+def config_from_args(args: argparse.Namespace) -> stages.IclmConfig:
+  index = dataclasses.replace(knn.IndexSpec(), kind=args.index, nlist=args.nlist,
                               nprobe=args.nprobe)
-  return iclm.IclmConfig(
+  return stages.IclmConfig(
       inputs=args.input, output_dir=args.output, embedder=args.embedder,
       embedder_path=args.embedder_path, dim=args.dim, fit_docs=args.fit_docs, k=args.k,
       index=index, min_path_docs=args.min_path_docs, context_tokens=args.context_tokens,
@@ -89,11 +94,11 @@ def main(argv: list[str]) -> int:
   config = config_from_args(args)
   try:
     if args.runner == "beam":
-      from mixjax.iclm import beam as iclm_beam  # pylint: disable=g-import-not-at-top  (optional extra)
-      report = iclm_beam.run(config, args.beam_options.split(), restart=args.restart)
+      from mixjax.iclm import beam  # pylint: disable=g-import-not-at-top  (optional extra)
+      report = beam.run(config, args.beam_options.split(), restart=args.restart)
     else:
-      report = iclm.run(config, until=args.until, worker=args.worker, restart=args.restart)
-  except iclm.StagePending as e:
+      report = stages.run(config, until=args.until, worker=args.worker, restart=args.restart)
+  except stages.StagePending as e:
     print(e, file=sys.stderr)
     return 0
   except (ValueError, FileNotFoundError, ImportError) as e:

@@ -10,13 +10,15 @@ to `dim` dimensions by a sparse random sign projection (each n-gram adds ±idf t
 dimensions picked by its hash). Tokenising, hashing and projecting run as numpy array programs
 over a whole batch of texts at once, with no Python work per word.
 
-`sentence_transformers` (the `[embed]` extra) loads a model from a local path; `checkpoint`
-mean-pools the final hidden states of a trained mixjax decoder (its run's MODEL_DIR), as the
-public ICLM code mean-pools Contriever's over the first 510 tokens.
+`sentence_transformers` (the `[embed]` extra) loads a model from a local path.
+`MeanPooledLMEmbedder` mean-pools a language model's hidden states, as the public ICLM code
+mean-pools Contriever's over the first 510 tokens; the `checkpoint` embedder, which runs it over a
+trained mixjax decoder, lives in `mixjax.inference.embedder` (it needs the model and checkpoint
+code, above this layer) and registers itself when imported. `mixjax.iclm.stages.EMBEDDERS` is the
+registry of names.
 """
 
 import dataclasses
-import functools
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -141,8 +143,8 @@ class HashedTfidfEmbedder:
     return _normalise(emb.reshape(len(texts), self.dim))
 
 
-class _PretrainedEmbedder:
-  """An embedder with nothing to fit on the corpus."""
+class PretrainedEmbedder:
+  """An embedder with nothing to fit on the corpus: `fit` returns an empty state."""
 
   def fit(self, texts: Sequence[str]) -> State:
     del texts
@@ -150,7 +152,7 @@ class _PretrainedEmbedder:
 
 
 @dataclasses.dataclass(frozen=True)
-class SentenceTransformerEmbedder(_PretrainedEmbedder):
+class SentenceTransformerEmbedder(PretrainedEmbedder):
   """A sentence-transformers model loaded from a local directory (needs the `[embed]` extra)."""
   path: str
   dim: int = 0  # taken from the model when 0
@@ -176,7 +178,7 @@ HiddenFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
-class MeanPooledLMEmbedder(_PretrainedEmbedder):
+class MeanPooledLMEmbedder(PretrainedEmbedder):
   """Mean of a language model's hidden states over each document's first `max_tokens` tokens.
 
   As in the public ICLM code (Contriever over the first 510 tokens). `hidden_fn` is called on
@@ -193,7 +195,8 @@ class MeanPooledLMEmbedder(_PretrainedEmbedder):
                           or [np.zeros((0, self.dim), np.float32)])
 
   def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
-    from mixjax import vocab  # pylint: disable=g-import-not-at-top  (pulls in TensorFlow)
+    # A cost guard, not a cycle: vocab pulls in TensorFlow, which the hashed default never needs.
+    from mixjax import vocab  # pylint: disable=g-import-not-at-top
     ids = [vocab.get_vocabulary().encode(t)[:self.max_tokens] for t in texts]
     width = -(-max(1, *map(len, ids)) // 128) * 128
     tokens_BT = np.zeros((len(ids), width), np.int32)
@@ -204,40 +207,3 @@ class MeanPooledLMEmbedder(_PretrainedEmbedder):
     summed_BD = np.einsum("btd,bt->bd", hidden_BTD, mask_BT.astype(np.float32))
     return _normalise(summed_BD / np.maximum(mask_BT.sum(1, keepdims=True), 1))
 
-
-def decoder_hidden_fn(model, params) -> HiddenFn:
-  """Jitted hidden states of a mixjax `Decoder`: the output of its final norm, `[B, T, D]`."""
-  import jax  # pylint: disable=g-import-not-at-top  (the default embedder needs no JAX)
-
-  def hidden(tokens_BT, mask_BT):
-    _, state = model.apply({"params": params}, tokens_BT, segment_ids_BT=mask_BT.astype("int32"),
-                           capture_intermediates=lambda module, _: module.name == "final_norm",
-                           mutable=["intermediates"])
-    return state["intermediates"]["final_norm"]["__call__"][0]
-  return jax.jit(hidden)
-
-
-@functools.lru_cache(maxsize=4)
-def _checkpoint_hidden_fn(model_dir: str) -> HiddenFn:
-  # pylint: disable=g-import-not-at-top  (JAX, Flax and orbax only for this embedder)
-  from mixjax.models import transformer
-  from mixjax.training import checkpoints
-  model_config, _, params = checkpoints.restore_for_inference(model_dir)
-  if model_config.architecture != "decoder":
-    raise ValueError(f"The checkpoint embedder reads decoder-only runs; {model_dir} holds a "
-                     f"{model_config.architecture!r} model.")
-  return decoder_hidden_fn(transformer.build_model(model_config), params)
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckpointEmbedder(_PretrainedEmbedder):
-  """Mean-pooled final hidden states of the newest checkpoint of a mixjax run (its MODEL_DIR)."""
-  model_dir: str
-  max_tokens: int = 510
-  batch_size: int = 32
-  dim: int = 0
-
-  def embed(self, texts: Sequence[str], state: State) -> np.ndarray:
-    pooled = MeanPooledLMEmbedder(_checkpoint_hidden_fn(self.model_dir), self.max_tokens,
-                                  self.batch_size)
-    return pooled.embed(texts, state)

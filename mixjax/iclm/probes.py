@@ -2,8 +2,9 @@
 
 Each probe puts one biography in front of a statement about a person, joined the way training
 contexts join documents (`bio tokens, EOS, statement tokens`), and asks which candidate completes
-it; it is scored like the corpus's own probes (`evaluation.probe_batch` + `probe_accuracy`: mean
-NLL per candidate token, one right answer; candidates start with a space). Kinds:
+it (one right answer; candidates start with a space). This module builds the probe records, pure
+data; `mixjax.eval.context_probes` turns them into token batches scored like the corpus's own
+probes (mean NLL per candidate token). Kinds:
 
   same_person   a held-out (validation) bio of P, then "P works at" / "P lives in"; the answer
                 is in the bio, the three distractors (same attribute) are not.
@@ -27,16 +28,21 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from mixjax import vocab as vocab_lib
-from mixjax.eval import evaluator as evaluation
-
 # Statement per attribute; `{name}` is the person the probe asks about.
 STATEMENTS = {"employer": "{name} works at", "city": "{name} lives in"}
 KINDS = ("same_person", "colleague", "unrelated", "same_person_closed_book",
          "colleague_closed_book")
 NUM_DISTRACTORS = 3
-# Stands for EOS between documents while prompts are text; never in corpus text (checked).
-_DOC_BREAK = "\x00"
+# Stands for EOS between documents while prompts are text (see `mixjax.eval.context_probes`), so
+# no probe document may hold it: `check_documents` refuses them.
+DOC_BREAK = "\x00"
+
+
+def check_documents(texts: Iterable[str], where: str) -> None:
+  """Raises ValueError, naming `where`, if a text holds `DOC_BREAK`; returns None otherwise."""
+  if any(DOC_BREAK in t for t in texts):
+    raise ValueError(f"{where} holds a NUL character; probes use it to stand for EOS between "
+                     f"documents. Remove it from the text.")
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -105,9 +111,7 @@ def build_probes(contexts: Sequence[dict], people: Mapping[str, dict], max_per_k
   everyone = sorted(people)
   for record in contexts:
     text = record["text"]
-    if _DOC_BREAK in text:
-      raise ValueError(f"Bios record {record.get('id')} holds a NUL character; probes use it to "
-                       f"stand for EOS between documents.")
+    check_documents([text], f"Bios record {record.get('id')}")
     owner = people[record["person"]]
     attribute = builder.attribute(text, owner)
     if attribute and len(probes["same_person"]) < max_per_kind:
@@ -136,15 +140,3 @@ def probes_from_corpus(corpus_dir: str, max_per_kind: int = 100,
   train, validation = load_bios(corpus_dir)
   return build_probes(validation, people_table(train + validation), max_per_kind, seed)
 
-
-def probe_batch(probes: Sequence[dict], pad_to: int = 32
-                ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-  """`evaluation.probe_batch` for probes with context documents: `documents`, then `prompt`,
-  joined by EOS as in an ICLM training context, in one segment. Same returns."""
-  eos_id = vocab_lib.get_vocabulary().eos_id
-  (break_id,) = vocab_lib.get_vocabulary().encode(_DOC_BREAK)
-  joined = [dict(p, prompt=_DOC_BREAK.join([*p["documents"], p["prompt"]])) for p in probes]
-  batch, probe_index_N, is_answer_N = evaluation.probe_batch(joined, pad_to=pad_to)
-  for key in ("decoder_target_tokens", "decoder_input_tokens"):
-    batch[key] = np.where(batch[key] == break_id, eos_id, batch[key]).astype(batch[key].dtype)
-  return batch, probe_index_N, is_answer_N

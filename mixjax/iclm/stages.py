@@ -33,10 +33,11 @@ from typing import Callable, Sequence
 import numpy as np
 import tqdm
 
-from mixjax.iclm import embed as iclm_embed
+# `_lib`: the stages themselves are called embed, knn and order.
+from mixjax.iclm import embed as embed_lib
 from mixjax.iclm import io as iclm_io
-from mixjax.iclm import knn as iclm_knn
-from mixjax.iclm import order as iclm_order
+from mixjax.iclm import knn as knn_lib
+from mixjax.iclm import order as order_lib
 
 STAGES = ("scan", "fit", "embed", "docs", "index", "knn", "order", "write")
 # "iclm": the greedy walk over the neighbour graph. "random": a seeded permutation, cut into
@@ -54,12 +55,12 @@ class IclmConfig:
   """Everything that decides the output. `threads` and `progress` only change how fast/loud."""
   inputs: tuple[str, ...]
   output_dir: str
-  embedder: str = "hashed"          # a key of EMBEDDERS
+  embedder: str = "hashed"          # a key of EMBEDDERS (checked when the run starts)
   embedder_path: str = ""           # sentence_transformers: model dir; checkpoint: MODEL_DIR
   dim: int = 128                    # hashed embedder width
   fit_docs: int = 100_000           # sample the embedder statistics are fitted on
   k: int = 20                       # neighbours per document
-  index: iclm_knn.IndexSpec = iclm_knn.IndexSpec()
+  index: knn_lib.IndexSpec = knn_lib.IndexSpec()
   min_path_docs: int = 4            # paths shorter than this are merged next to a neighbour
   context_tokens: int = 8192        # byte-vocabulary tokens per context (UTF-8 bytes + EOS)
   order: str = "iclm"               # a value of ORDERS
@@ -74,8 +75,6 @@ class IclmConfig:
   def __post_init__(self):
     if not self.inputs:
       raise ValueError("No input files: pass --input DOCS.jsonl[,MORE.jsonl].")
-    if self.embedder not in EMBEDDERS:
-      raise ValueError(f"Unknown embedder {self.embedder!r}; valid: {', '.join(EMBEDDERS)}.")
     if self.order not in ORDERS:
       raise ValueError(f"Unknown order {self.order!r}; valid: {', '.join(ORDERS)}.")
     if self.k < 1 or self.min_path_docs < 1 or self.context_tokens < 1 or self.shard_lines < 1:
@@ -91,11 +90,53 @@ class IclmConfig:
     return json.loads(json.dumps(fields))
 
 
-EMBEDDERS: dict[str, Callable[[IclmConfig], iclm_embed.Embedder]] = {
-    "hashed": lambda c: iclm_embed.HashedTfidfEmbedder(dim=c.dim),
-    "sentence_transformers": lambda c: iclm_embed.SentenceTransformerEmbedder(c.embedder_path),
-    "checkpoint": lambda c: iclm_embed.CheckpointEmbedder(c.embedder_path),
-}
+@dataclasses.dataclass(frozen=True)
+class EmbedderSpec:
+  """A registered embedder: how to build it from a config, and what `embedder_path` names."""
+  name: str
+  factory: Callable[[IclmConfig], embed_lib.Embedder]
+  path: str = ""  # what `embedder_path` must name for this embedder; "" when it reads no path
+
+  def build(self, config: IclmConfig) -> embed_lib.Embedder:
+    """Returns the embedder for `config`; raises ValueError if a path it needs is missing."""
+    if self.path and not config.embedder_path:
+      raise ValueError(f"--embedder {self.name} needs --embedder_path: {self.path}.")
+    return self.factory(config)
+
+
+# Name -> spec, filled by `register_embedder`: here for the embedders of this package, and by the
+# modules of higher layers that define others (`mixjax.inference.embedder`: `checkpoint`).
+EMBEDDERS: dict[str, EmbedderSpec] = {}
+# Where the embedders that this package cannot import live, for the error on an unknown name.
+_ELSEWHERE = "`import mixjax.inference.embedder` registers `checkpoint` (the CLI imports it)"
+
+
+def register_embedder(name: str, factory: Callable[[IclmConfig], embed_lib.Embedder], *,
+                      path: str = "") -> EmbedderSpec:
+  """Makes `name` a valid `IclmConfig.embedder` (and `--embedder` choice), built by
+  `factory(config)`; `path` says what `embedder_path` must name, if it is needed. Returns the spec.
+  """
+  if name in EMBEDDERS:
+    raise ValueError(f"Embedder {name!r} is already registered (by "
+                     f"{EMBEDDERS[name].factory.__module__}); pick another name.")
+  EMBEDDERS[name] = EmbedderSpec(name, factory, path)
+  return EMBEDDERS[name]
+
+
+def make_embedder(config: IclmConfig) -> embed_lib.Embedder:
+  """Returns the embedder `config.embedder` names; raises ValueError naming the registered ones
+  if it is not registered."""
+  if config.embedder not in EMBEDDERS:
+    raise ValueError(f"Unknown embedder {config.embedder!r}; registered: "
+                     f"{', '.join(sorted(EMBEDDERS))}. {_ELSEWHERE}; register your own with "
+                     f"mixjax.iclm.stages.register_embedder.")
+  return EMBEDDERS[config.embedder].build(config)
+
+
+register_embedder("hashed", lambda c: embed_lib.HashedTfidfEmbedder(dim=c.dim))
+register_embedder("sentence_transformers",
+                  lambda c: embed_lib.SentenceTransformerEmbedder(c.embedder_path),
+                  path="a local sentence-transformers model directory")
 
 
 class Workdir:
@@ -184,7 +225,7 @@ def _parse_lines(reader: iclm_io.LineReader, lines_L: np.ndarray):
       yield line, None, e.reason
 
 
-def fit(wd: Workdir, index: iclm_io.LineIndex, embedder: iclm_embed.Embedder) -> iclm_embed.State:
+def fit(wd: Workdir, index: iclm_io.LineIndex, embedder: embed_lib.Embedder) -> embed_lib.State:
   """Fits the embedder on up to `fit_docs` lines spread evenly over the input."""
   path = os.path.join(wd.stage("fit"), "state.npz")
   if wd.done("fit"):
@@ -215,8 +256,8 @@ def _bad_lines_error(index: iclm_io.LineIndex, bad: list[tuple[int, str]]) -> Va
       f"to skip them (they are counted in report.json).")
 
 
-def embed_shard(wd: Workdir, index: iclm_io.LineIndex, embedder: iclm_embed.Embedder,
-                state: iclm_embed.State, shard: int) -> None:
+def embed_shard(wd: Workdir, index: iclm_io.LineIndex, embedder: embed_lib.Embedder,
+                state: embed_lib.State, shard: int) -> None:
   """Parses, validates and embeds one shard of input lines into `embed/shard-*.npz`."""
   bounds = embed_shards(index, wd.config)
   path = iclm_io.shard_path(wd.stage("embed"), shard, len(bounds))
@@ -260,8 +301,8 @@ def _run_sharded(wd: Workdir, stage: str, worker: Worker, run_shard: Callable[[i
   iclm_io.mark_done(wd.stage(stage), {"shards": len(sizes)})
 
 
-def embed(wd: Workdir, index: iclm_io.LineIndex, embedder: iclm_embed.Embedder,
-          state: iclm_embed.State, worker: Worker = Worker()) -> None:
+def embed(wd: Workdir, index: iclm_io.LineIndex, embedder: embed_lib.Embedder,
+          state: embed_lib.State, worker: Worker = Worker()) -> None:
   if wd.done("embed"):
     return
   bounds = embed_shards(index, wd.config)
@@ -366,13 +407,13 @@ def load_embeddings(wd: Workdir, docs: Docs) -> np.ndarray:
 # ---------------------------------------------------------------- index, knn
 
 
-def index_spec(wd: Workdir, docs: Docs) -> iclm_knn.IndexSpec:
+def index_spec(wd: Workdir, docs: Docs) -> knn_lib.IndexSpec:
   return wd.config.index.resolve(len(docs.line_N))
 
 
 def train_index(wd: Workdir, docs: Docs):
   """An empty index trained on a seeded sample of documents from every shard."""
-  iclm_knn.set_threads(wd.config.threads)
+  knn_lib.set_threads(wd.config.threads)
   spec = index_spec(wd, docs)
   num_docs = len(docs.line_N)
   sample = np.sort(np.random.default_rng(wd.config.seed).choice(
@@ -382,7 +423,7 @@ def train_index(wd: Workdir, docs: Docs):
     first, emb_ND = shard_embeddings(wd, docs, shard)
     rows = sample[(sample >= first) & (sample < first + len(emb_ND))] - first
     parts.append(emb_ND[rows])
-  return iclm_knn.empty_index(spec, np.concatenate(parts), wd.config.seed)
+  return knn_lib.empty_index(spec, np.concatenate(parts), wd.config.seed)
 
 
 def _coarse_path(wd: Workdir, docs: Docs, shard: int) -> str:
@@ -392,16 +433,16 @@ def _coarse_path(wd: Workdir, docs: Docs, shard: int) -> str:
 def add_shard(wd: Workdir, docs: Docs, index, shard: int) -> None:
   """Adds a shard's documents; keeps their nearest lists (IVF) for the knn stage to reuse."""
   first, emb_ND = shard_embeddings(wd, docs, shard)
-  assigned = iclm_knn.coarse(index, emb_ND)
+  assigned = knn_lib.coarse(index, emb_ND)
   if assigned is not None:
     iclm_io.save_npz(_coarse_path(wd, docs, shard), lists_QP=assigned.lists_QP.astype(np.int32),
                      sim_QP=assigned.sim_QP)
-  iclm_knn.add(index, emb_ND, first, assigned)
+  knn_lib.add(index, emb_ND, first, assigned)
 
 
-def _load_coarse(wd: Workdir, docs: Docs, shard: int) -> iclm_knn.Coarse | None:
+def _load_coarse(wd: Workdir, docs: Docs, shard: int) -> knn_lib.Coarse | None:
   path = _coarse_path(wd, docs, shard)
-  return iclm_knn.Coarse(**iclm_io.load_npz(path)) if os.path.exists(path) else None
+  return knn_lib.Coarse(**iclm_io.load_npz(path)) if os.path.exists(path) else None
 
 
 def index_path(wd: Workdir, name: str = "index") -> str:
@@ -410,7 +451,7 @@ def index_path(wd: Workdir, name: str = "index") -> str:
 
 def save_index(index, path: str) -> None:
   tmp = f"{path}.tmp-{os.getpid()}"
-  iclm_knn.write_index(index, tmp)
+  knn_lib.write_index(index, tmp)
   os.replace(tmp, path)
 
 
@@ -428,7 +469,7 @@ def build_index(wd: Workdir, docs: Docs) -> None:
 
 def search_shard(wd: Workdir, docs: Docs, index, shard: int) -> None:
   first, emb_ND = shard_embeddings(wd, docs, shard)
-  nbr_QK, sim_QK = iclm_knn.search(index, emb_ND, np.arange(first, first + len(emb_ND)),
+  nbr_QK, sim_QK = knn_lib.search(index, emb_ND, np.arange(first, first + len(emb_ND)),
                                    wd.config.k, _load_coarse(wd, docs, shard))
   iclm_io.save_npz(iclm_io.shard_path(wd.stage("knn"), shard, len(docs.rows_S)),
                    nbr_NK=nbr_QK, sim_NK=sim_QK)
@@ -437,8 +478,8 @@ def search_shard(wd: Workdir, docs: Docs, index, shard: int) -> None:
 def knn(wd: Workdir, docs: Docs, worker: Worker = Worker()) -> None:
   if wd.done("knn"):
     return
-  iclm_knn.set_threads(wd.config.threads)
-  index = iclm_knn.read_index(index_path(wd), index_spec(wd, docs))
+  knn_lib.set_threads(wd.config.threads)
+  index = knn_lib.read_index(index_path(wd), index_spec(wd, docs))
   _run_sharded(wd, "knn", worker, lambda s: search_shard(wd, docs, index, s),
                lambda s: iclm_io.shard_path(wd.stage("knn"), s, len(docs.rows_S)),
                [int(docs.shard(s)[1].sum()) for s in range(len(docs.rows_S))])
@@ -467,19 +508,19 @@ class Order:
 
 def _traverse(config: IclmConfig, num_docs: int, nbr_NK: np.ndarray | None,
               sim_NK: np.ndarray | None,
-              progress: iclm_order.Progress | None) -> tuple[np.ndarray, dict]:
+              progress: order_lib.Progress | None) -> tuple[np.ndarray, dict]:
   """The document order before deduplication, and the traversal's counts for the report."""
   if config.order == "random":
-    return iclm_order.random_order(num_docs, config.seed), {}
-  graph = iclm_order.neighbour_graph(nbr_NK, sim_NK)
-  path_order, path_start = iclm_order.greedy_paths(graph, config.seed, progress)
-  return iclm_order.merge_short_paths(path_order, path_start, nbr_NK, sim_NK,
+    return order_lib.random_order(num_docs, config.seed), {}
+  graph = order_lib.neighbour_graph(nbr_NK, sim_NK)
+  path_order, path_start = order_lib.greedy_paths(graph, config.seed, progress)
+  return order_lib.merge_short_paths(path_order, path_start, nbr_NK, sim_NK,
                                       config.min_path_docs)
 
 
 def order_documents(config: IclmConfig, emb_ND: np.ndarray, nbytes_N: np.ndarray,
                     nbr_NK: np.ndarray | None, sim_NK: np.ndarray | None,
-                    progress: iclm_order.Progress | None = None) -> tuple[Order, dict]:
+                    progress: order_lib.Progress | None = None) -> tuple[Order, dict]:
   """Orders (`config.order`), drops near duplicates and cuts contexts. Returns stats too.
 
   The neighbour lists are only read by the "iclm" order (None for "random").
@@ -487,11 +528,11 @@ def order_documents(config: IclmConfig, emb_ND: np.ndarray, nbytes_N: np.ndarray
   order_N, stats = _traverse(config, len(emb_ND), nbr_NK, sim_NK, progress)
   drop = np.zeros(len(order_N), bool)
   if config.dedup_threshold is not None:
-    drop[1:] = iclm_order.adjacent_pairs_similarity(emb_ND, order_N) >= config.dedup_threshold
+    drop[1:] = order_lib.adjacent_pairs_similarity(emb_ND, order_N) >= config.dedup_threshold
   # A dropped document's original is the nearest kept document before it.
   kept_before = np.maximum.accumulate(np.where(drop, 0, np.arange(len(order_N))))
   doc_O = order_N[~drop]
-  order = Order(doc_O, iclm_order.assign_contexts(nbytes_N[doc_O] + 1, config.context_tokens),
+  order = Order(doc_O, order_lib.assign_contexts(nbytes_N[doc_O] + 1, config.context_tokens),
                 order_N[drop], order_N[kept_before[drop]])
   random_N = np.random.default_rng(config.seed).permutation(len(doc_O))
   contexts = int(order.context_O[-1] + 1) if len(doc_O) else 0
@@ -499,8 +540,8 @@ def order_documents(config: IclmConfig, emb_ND: np.ndarray, nbytes_N: np.ndarray
                contexts=contexts,
                mean_context_tokens=float((nbytes_N[doc_O] + 1).sum() / contexts) if contexts
                else None,
-               adjacent_similarity=iclm_order.adjacent_similarity(emb_ND, doc_O),
-               random_order_similarity=iclm_order.adjacent_similarity(emb_ND, doc_O[random_N]))
+               adjacent_similarity=order_lib.adjacent_similarity(emb_ND, doc_O),
+               random_order_similarity=order_lib.adjacent_similarity(emb_ND, doc_O[random_N]))
   return order, stats
 
 
@@ -584,34 +625,41 @@ def write_report(wd: Workdir, index: iclm_io.LineIndex) -> dict:
 # ---------------------------------------------------------------- all stages
 
 
+def plan(config: IclmConfig, until: str = "write") -> tuple[str, ...]:
+  """The stages a run goes through, in order, up to `until`: every stage, less index and knn for
+  `order="random"` (it reads no neighbours). The local and the Beam runner both follow it."""
+  if until not in STAGES:
+    raise ValueError(f"Unknown stage {until!r}; valid: {', '.join(STAGES)}.")
+  skipped = ("index", "knn") if config.order == "random" else ()
+  return tuple(s for s in STAGES[:STAGES.index(until) + 1] if s not in skipped)
+
+
 def run(config: IclmConfig, until: str = "write", worker: Worker = Worker(),
-        restart: bool = False, embedder: iclm_embed.Embedder | None = None) -> dict | None:
+        restart: bool = False, embedder: embed_lib.Embedder | None = None) -> dict | None:
   """Runs (or resumes) every stage up to `until`; returns the report once `write` is done.
 
   With several workers, each takes its share of the sharded stages and raises `StagePending`
   where it must wait for the others; rerun once they are done. `embedder` overrides
-  `config.embedder` (e.g. a `MeanPooledLMEmbedder` over a model in memory).
+  `config.embedder` (e.g. a `MeanPooledLMEmbedder` over a model in memory); without it, an
+  embedder name that is not registered raises ValueError before anything is read or written.
   """
-  if until not in STAGES:
-    raise ValueError(f"Unknown stage {until!r}; valid: {', '.join(STAGES)}.")
-  wanted = STAGES[:STAGES.index(until) + 1]
+  wanted = plan(config, until)
+  embedder = embedder or make_embedder(config)
   wd = Workdir(config)
   if restart:
     wd.clear()
   wd.check_config()
   index = scan(wd)
   if "fit" in wanted:
-    embedder = embedder or EMBEDDERS[config.embedder](config)
     state = fit(wd, index, embedder)
   if "embed" in wanted:
     embed(wd, index, embedder, state, worker)
   if "docs" not in wanted:
     return None
   docs = collect_docs(wd, index)
-  needs_neighbours = config.order == "iclm"
-  if "index" in wanted and needs_neighbours:
+  if "index" in wanted:
     build_index(wd, docs)
-  if "knn" in wanted and needs_neighbours:
+  if "knn" in wanted:
     knn(wd, docs, worker)
   if "order" not in wanted:
     return None

@@ -18,14 +18,14 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from mixjax.iclm import stages as iclm
+from mixjax.iclm import stages
 from mixjax.data import tasks as lm_tasks
 
 
 def output_shard_paths(output_dir: str) -> list[str]:
-  paths = sorted(glob.glob(os.path.join(output_dir, iclm.OUTPUT_GLOB)))
+  paths = sorted(glob.glob(os.path.join(output_dir, stages.OUTPUT_GLOB)))
   if not paths:
-    raise FileNotFoundError(f"No ICLM shards ({iclm.OUTPUT_GLOB}) in {output_dir}; run "
+    raise FileNotFoundError(f"No ICLM shards ({stages.OUTPUT_GLOB}) in {output_dir}; run "
                             f"`python -m mixjax.iclm --input ... --output {output_dir}` first.")
   return paths
 
