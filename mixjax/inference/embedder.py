@@ -42,9 +42,9 @@ def _checkpoint_hidden_fn(model_dir: str) -> embed.HiddenFn:
   """`decoder_hidden_fn` over the newest checkpoint in `model_dir` (restored once per process)."""
   # A cost guard, as in `decoder_hidden_fn`: the model, orbax and TensorFlow take seconds to load.
   # pylint: disable=g-import-not-at-top
+  from mixjax.inference import restore
   from mixjax.models import transformer
-  from mixjax.training import checkpoints
-  model_config, _, params = checkpoints.restore_for_inference(model_dir)
+  model_config, _, params = restore.restore_for_inference(model_dir)
   if model_config.architecture != "decoder":
     raise ValueError(f"The checkpoint embedder reads decoder-only runs; {model_dir} holds a "
                      f"{model_config.architecture!r} model.")
