@@ -1,17 +1,20 @@
-"""Small shared fixtures for tests: a tiny registered JSONL task and tiny configs."""
+"""Small shared fixtures for tests: a tiny registered JSONL task, and tiny runs built from
+gin/runs/tiny.gin (the one tiny run of tests, notebooks and smoke runs) with overrides."""
 
 import json
 import random
 
-from mixjax.data import tasks as lm_tasks
-from mixjax.data import pipeline
-from mixjax.models import transformer
-from mixjax.training import checkpoints
-from mixjax.eval import evaluator as evaluation
+import gin
+
+from mixjax import gin_utils
+from mixjax.data import tasks
 from mixjax.training import loop
-from mixjax.training import partitioning
 
 WORDS = "the cat sat on a mat while dog ran far away from home and back again".split()
+TINY_GIN = "gin/runs/tiny.gin"
+# The test-sized model: smaller than models/tiny.gin, so that many short runs stay cheap.
+TEST_MODEL = ("TransformerConfig.d_model=32", "TransformerConfig.head_dim=8",
+              "TransformerConfig.mlp_dim=64")
 
 
 def write_word_corpus(directory, seed=0, docs=(400, 40)) -> dict:
@@ -29,19 +32,30 @@ def write_word_corpus(directory, seed=0, docs=(400, 40)) -> dict:
 
 
 def register_word_task(directory, name="test_words") -> str:
-  lm_tasks.register_jsonl_task(name, write_word_corpus(directory))
+  tasks.register_jsonl_task(name, write_word_corpus(directory))
   return name
+
+
+def tiny_run_configs(*bindings: str) -> dict:
+  """`loop.train` keyword arguments from gin/runs/tiny.gin plus `NAME=VALUE` bindings."""
+  gin.clear_config()
+  try:
+    gin_utils.parse_and_bind([f"--gin_file={TINY_GIN}"] + [f"--gin.{b}" for b in bindings],
+                             prog="tests")
+    return loop.configs_from_gin()
+  finally:
+    gin.clear_config()
 
 
 def tiny_train_kwargs(model_dir, task, steps=6, mesh_shape=(-1, 1, 1), num_devices=None,
                       batch_size=8, length=32, checkpoint_period=3, eval_period=0, seed=0,
-                      stop_at_step=None):
-  return dict(
-      run=loop.RunConfig(model_dir=str(model_dir), train_steps=steps, seed=seed, log_period=1,
-                         progress_bar=False, stop_at_step=stop_at_step),
-      data=pipeline.DataConfig(task, {"targets": length}, batch_size),
-      model=transformer.TransformerConfig(d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                                          head_dim=8, mlp_dim=64),
-      mesh=partitioning.MeshConfig(shape=mesh_shape, num_devices=num_devices),
-      checkpoint=checkpoints.CheckpointConfig(period=checkpoint_period, keep=5),
-      eval_config=evaluation.EvalConfig(period=eval_period, num_batches=1, batch_size=8))
+                      stop_at_step=None) -> dict:
+  """The tiny run on `task` with the test-sized model, as `loop.train` keyword arguments."""
+  return tiny_run_configs(
+      *TEST_MODEL, f"MODEL_DIR='{model_dir}'", f"MIXTURE_OR_TASK_NAME='{task}'",
+      f"TRAIN_STEPS={steps}", f"MESH_SHAPE={tuple(mesh_shape)}",
+      f"MeshConfig.num_devices={num_devices}", f"BATCH_SIZE={batch_size}",
+      f"TASK_FEATURE_LENGTHS={{'targets': {length}}}", f"CHECKPOINT_PERIOD={checkpoint_period}",
+      f"EVAL_PERIOD={eval_period}", f"SEED={seed}", f"RunConfig.stop_at_step={stop_at_step}",
+      "RunConfig.progress_bar=False", "CheckpointConfig.keep=5", "EvalConfig.batch_size=8",
+      "EvalConfig.max_probes=100")

@@ -7,13 +7,7 @@ import sys
 from mixjax.testbed import corpus as synthetic
 from mixjax.training import metrics as metrics_lib
 
-TINY_ARGS = [
-    "--gin_file=gin/runs/pretrain.gin", "--gin_file=gin/models/tiny.gin",
-    "--gin.MIXTURE_OR_TASK_NAME='mixjax_synthetic_mix'",
-    "--gin.TASK_FEATURE_LENGTHS={'targets': 64}", "--gin.BATCH_SIZE=8",
-    "--gin.EvalConfig.num_batches=1", "--gin.EvalConfig.max_probes=8",
-    "--gin.RunConfig.log_period=1", "--gin.OptimizerConfig.warmup_steps=1",
-]
+TINY_ARGS = ["--gin_file=gin/runs/tiny.gin"]
 
 
 def _run(args, cwd):

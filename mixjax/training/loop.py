@@ -69,6 +69,15 @@ def _format_eval(metrics: dict) -> str:
   return "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()))
 
 
+def configs_from_gin() -> dict:
+  """The run's configs as the current gin bindings make them: `train(**configs_from_gin())` is
+  what `python -m mixjax.train` runs (tests and notebooks build runs this way too)."""
+  return dict(run=RunConfig(), data=pipeline.DataConfig(), model=transformer.TransformerConfig(),
+              optimizer=optim.OptimizerConfig(), mesh=partitioning.MeshConfig(),
+              checkpoint=checkpoints.CheckpointConfig(), eval_config=evaluation.EvalConfig(),
+              mixing=stream.MixingConfig())
+
+
 @gin.configurable
 def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
           model: transformer.TransformerConfig | None = None,
