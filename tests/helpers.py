@@ -5,8 +5,10 @@ import json
 import random
 
 import gin
+import numpy as np
 
 from mixjax import gin_utils
+from mixjax import vocab as vocab_lib
 from mixjax.data import tasks
 from mixjax.training import loop
 
@@ -59,3 +61,20 @@ def tiny_train_kwargs(model_dir, task, steps=6, mesh_shape=(-1, 1, 1), num_devic
       f"EVAL_PERIOD={eval_period}", f"SEED={seed}", f"RunConfig.stop_at_step={stop_at_step}",
       "RunConfig.progress_bar=False", "CheckpointConfig.keep=5", "EvalConfig.batch_size=8",
       "EvalConfig.max_probes=100")
+
+
+def reconstruct_chunk(inputs, targets, vocabulary=None) -> np.ndarray:
+  """The chunk a UL2 example (without EOS) came from: the mode token dropped and each input
+  sentinel replaced by its target span (a prefix-LM example is inputs ++ targets)."""
+  inputs, targets = np.asarray(inputs), np.asarray(targets)
+  lowest_sentinel = vocab_lib.sentinel_id(vocab_lib.max_sentinels(vocabulary) - 1, vocabulary)
+  mode_ids = {vocab_lib.mode_token_id(t, vocabulary) for t in vocab_lib.MODE_TOKENS}
+  if inputs.size and inputs[0] in mode_ids:
+    inputs = inputs[1:]
+  target_sentinels = np.flatnonzero(targets >= lowest_sentinel)
+  if not target_sentinels.size:  # prefix LM
+    return np.concatenate([inputs, targets])
+  ends = np.append(target_sentinels[1:], targets.size)
+  spans = {targets[i]: targets[i + 1:j] for i, j in zip(target_sentinels, ends)}
+  pieces = np.split(inputs, np.flatnonzero(inputs >= lowest_sentinel))
+  return np.concatenate(pieces[:1] + [np.concatenate([spans[p[0]], p[1:]]) for p in pieces[1:]])

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from mixjax.data.objectives import denoisers
 from mixjax import vocab
+from tests import helpers
 
 ENC_DEC = {"inputs": 512, "targets": 512}
 DEC_ONLY = {"targets": 1024}
@@ -77,14 +78,7 @@ def _strip_mode(inputs):
 
 def _reconstruct(example):
   """The chunk an example came from: each input sentinel replaced by its target span."""
-  inputs, targets = _strip_mode(example["inputs"]), example["targets"]
-  target_sentinels = np.flatnonzero(_is_sentinel(targets))
-  if not target_sentinels.size:  # prefix LM
-    return np.concatenate([inputs, targets])
-  ends = np.append(target_sentinels[1:], targets.size)
-  spans = {targets[i]: targets[i + 1:j] for i, j in zip(target_sentinels, ends)}
-  pieces = np.split(inputs, np.flatnonzero(_is_sentinel(inputs)))
-  return np.concatenate(pieces[:1] + [np.concatenate([spans[p[0]], p[1:]]) for p in pieces[1:]])
+  return helpers.reconstruct_chunk(example["inputs"], example["targets"])
 
 
 def _by_denoiser(examples):

@@ -49,8 +49,12 @@ class UL2(base.Objective):
   def preprocessors(self, layout, long_documents):
     del long_documents  # denoiser chunks tile every document: nothing is split off or trimmed
     self.check(layout)
-    denoise = _denoise_prefix_lm if layout == "prefix_lm" else denoisers.ul2_denoise
-    return [denoise, seqio.preprocessors.append_eos_after_trim]
+    if layout == "prefix_lm":
+      # Not append_eos_after_trim: it would trim inputs and targets to their own lengths, but
+      # here they share the summed row (the denoisers budget the sum, EOS included), so a long
+      # prefix lost its tail, sentinels and all.
+      return [_denoise_prefix_lm, seqio.preprocessors.append_eos]
+    return [denoisers.ul2_denoise, seqio.preprocessors.append_eos_after_trim]
 
   def prompt(self, prompt_ids: Sequence[int], vocabulary, mode=None,
              mode_tokens: bool | None = None) -> base.Prompt:
