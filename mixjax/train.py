@@ -4,19 +4,25 @@
 
 Later `--gin_file`s override earlier ones; `--gin.NAME=VALUE` binds after all files;
 `--gin_search_paths` lists directories for relative includes (the repo's `gin/` is always on it).
+Task bindings (e.g. `--gin.register_synthetic.num_docs=2000`) apply whatever the order of imports
+and bindings: the built-in tasks are registered again once every binding is parsed.
 """
 
 import sys
 
 from mixjax import gin_utils
+from mixjax.training import loop
+import mixjax_tasks
+
+
+def configure(argv) -> None:
+  """Parses the gin flags and registers the built-in tasks with the bindings they give."""
+  gin_utils.parse_and_bind(argv, prog="mixjax.train")
+  mixjax_tasks.register_all()
 
 
 def main(argv=None):
-  gin_utils.parse_and_bind(sys.argv[1:] if argv is None else argv, prog="mixjax.train")
-  # After parsing: the built-in tasks are registered (again) with the bindings just parsed.
-  import mixjax_tasks  # pylint: disable=g-import-not-at-top
-  from mixjax.training import loop  # pylint: disable=g-import-not-at-top
-  mixjax_tasks.register_all()
+  configure(sys.argv[1:] if argv is None else argv)
   return loop.train()
 
 

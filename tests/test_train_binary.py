@@ -4,6 +4,10 @@ import os
 import subprocess
 import sys
 
+import gin
+import seqio
+
+from mixjax import train
 from mixjax.testbed import corpus as synthetic
 from mixjax.training import metrics as metrics_lib
 
@@ -57,3 +61,16 @@ def test_binary_rejects_missing_gin_file(tmp_path):
   result = _run(["--gin_file=gin/nonexistent.gin"], cwd=tmp_path)
   assert result.returncode != 0
   assert "gin file 'gin/nonexistent.gin' not found" in result.stderr
+
+
+def test_task_bindings_apply_whatever_the_import_order():
+  gin.clear_config()
+  try:
+    train.configure(TINY_ARGS + ["--gin.register_synthetic.num_docs=400"])
+    mix = seqio.get_mixture_or_task("mixjax_synthetic_mix")
+    rates = {t.name: mix.get_rate(t) for t in mix.tasks}
+    assert sum(rates.values()) == 400  # rates are the bound corpus's document counts
+  finally:
+    gin.clear_config()
+    train.configure(TINY_ARGS)  # the default registration back, for other tests
+    gin.clear_config()
