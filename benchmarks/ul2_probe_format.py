@@ -36,7 +36,8 @@ def main(argv=None) -> dict:
   mesh = partitioning.make_mesh(partitioning.MeshConfig(shape=(1, 1, 1), num_devices=1))
   model = transformer.build_model(model_config)
   config = evaluator.EvalConfig(num_batches=1, batch_size=32, max_probes=args.max_probes)
-  causal = dataclasses.replace(data, objective="lm", feature_converter="lm")
+  causal = dataclasses.replace(data, objective="lm", feature_converter="lm",
+                               task_feature_lengths={"targets": data.row_length})
   results = {}
   for name, fmt in (("ul2_format", data), ("causal_no_mode", causal)):
     metrics = evaluator.Evaluator(model, mesh, partitioning.DEFAULT_RULES, fmt,
