@@ -14,6 +14,7 @@ from mixjax.mixing import stream
 from mixjax.testbed import corpus as synthetic
 from mixjax import vocab as vocab_lib
 from tests import helpers
+from tests import mixture_tasks
 
 
 def _first_batches(config, n, seed, shard_info=None, total_steps=8):
@@ -42,7 +43,7 @@ def test_synthetic_task_tokens_round_trip():
 
 
 def test_batches_are_packed_with_segments_and_positions():
-  config = pipeline.DataConfig("mixjax_synthetic_mix", {"targets": 1024}, batch_size=4)
+  config = pipeline.DataConfig(mixture_tasks.MIX, {"targets": 1024}, batch_size=4)
   (batch,), _ = _first_batches(config, 1, seed=0)
   assert batch["decoder_target_tokens"].shape == (4, 1024)
   assert batch["decoder_segment_ids"].max() >= 2  # several documents share a row
@@ -52,7 +53,7 @@ def test_batches_are_packed_with_segments_and_positions():
 
 
 def test_long_documents_are_split_not_truncated():
-  config = pipeline.DataConfig("mixjax_synthetic_bios", {"targets": 32}, batch_size=64)
+  config = pipeline.DataConfig(f"{mixture_tasks.PREFIX}_bios", {"targets": 32}, batch_size=64)
   (batch,), _ = _first_batches(config, 1, seed=0)
   # Pieces of 32 bytes fill rows; every document's EOS survives in some piece.
   assert (batch["decoder_target_tokens"] > 0).mean() > 0.95
@@ -60,7 +61,7 @@ def test_long_documents_are_split_not_truncated():
 
 
 def test_iterator_is_deterministic_and_resumes_exactly():
-  config = pipeline.DataConfig("mixjax_synthetic_mix", {"targets": 64}, batch_size=4)
+  config = pipeline.DataConfig(mixture_tasks.MIX, {"targets": 64}, batch_size=4)
   straight, _ = _first_batches(config, 6, seed=3)
   again, _ = _first_batches(config, 6, seed=3)
   other, _ = _first_batches(config, 6, seed=4)
@@ -76,7 +77,7 @@ def test_iterator_is_deterministic_and_resumes_exactly():
 
 
 def test_host_shards_are_disjoint_halves():
-  config = pipeline.DataConfig("mixjax_synthetic_math", {"targets": 64}, batch_size=4)
+  config = pipeline.DataConfig(f"{mixture_tasks.PREFIX}_math", {"targets": 64}, batch_size=4)
   host0, _ = _first_batches(config, 2, seed=0, shard_info=seqio.ShardInfo(0, 2))
   host1, _ = _first_batches(config, 2, seed=0, shard_info=seqio.ShardInfo(1, 2))
   assert host0[0]["decoder_target_tokens"].shape == (2, 64)

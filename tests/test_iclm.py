@@ -481,7 +481,7 @@ def test_checkpoint_embedder_pools_a_decoders_final_hidden_states():
   from mixjax.inference import embedder as checkpoint_embedder
   from mixjax.models import transformer
 
-  config = transformer.TransformerConfig(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1,
+  config = transformer.TransformerConfig(vocab_size=640, d_model=32, num_layers=1, num_heads=2, num_kv_heads=1,
                                          head_dim=16, mlp_dim=64)
   model = transformer.build_model(config)
   params = model.init(jax.random.key(0), np.zeros((1, 8), np.int32))["params"]
