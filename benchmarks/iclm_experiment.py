@@ -115,6 +115,7 @@ def _contexts(out_dir: str):
     by_context[r["context"]].append(r)
   return sorted(by_context.items())
 
+
 def register_validation_mixture(corpus: str) -> str:
   """A mixture of one LM task per domain over the corpus's validation JSONL (each reported as
   `eval/<domain>/loss`); returns its name."""
