@@ -25,33 +25,30 @@ bio earlier in their context).
 
 import argparse
 import collections
-import dataclasses
 import glob
 import json
 import os
 import time
 
-import gin
-import numpy as np
 import seqio
 
-from mixjax import gin_utils
-from mixjax.iclm import stages as iclm
-from mixjax.iclm import probes as iclm_probes
-from mixjax.iclm import task as iclm_seqio
-from mixjax.data import tasks as lm_tasks
-from mixjax.testbed import corpus as synthetic
-from mixjax.models import transformer
-from mixjax.training import checkpoints
-from mixjax.eval import context_probes
+from mixjax.data import pipeline
+from mixjax.data import tasks
 from mixjax.eval import evaluator as evaluation
-from mixjax.training import loop
-from mixjax.training import metrics as metrics_lib
-from mixjax.training import partitioning
+from mixjax.experiments import arms
+from mixjax.experiments import evaluate
+from mixjax.experiments import summary
+from mixjax.experiments import tables
+from mixjax.iclm import probes as iclm_probes
+from mixjax.iclm import stages as iclm
+from mixjax.iclm import task as iclm_seqio
+from mixjax.testbed import corpus as synthetic
 
-ARMS = iclm.ORDERS  # ("iclm", "random"): the second is the baseline
+ARMS = iclm.ORDERS  # ("iclm", "random")
+BASELINE = "random"
 GIN_FILES = ("gin/quickstart.gin", "gin/iclm.gin")
-_EVAL_MIXTURE = "iclm_experiment_validation"
+TRAIN_TASK = "mixjax_iclm"  # the training task's name (its stream seed derives from it)
+EVAL_MIXTURE = "iclm_experiment_validation"
 
 
 def frozen_corpus(workdir: str, num_docs: int) -> str:
@@ -79,13 +76,17 @@ def order_arm(corpus: str, out_dir: str, arm: str, seed: int, args) -> dict:
 
 
 def stream_domain_mix(out_dir: str, seed: int, num_contexts: int) -> dict[str, float]:
-  """Domain shares of the first documents of the first `num_contexts` contexts the SeqIO task
-  yields with `seed` (the contexts a run of that many rows reads, up to packing)."""
+  """Domain shares of the first documents of the first `num_contexts` contexts the training task
+  yields with the run's `seed` (the contexts a run of that many rows reads, up to packing)."""
   domain_of = {r["text"]: r["domain"] for _, records in _contexts(out_dir) for r in records}
-  task = iclm_seqio.register_iclm_task("iclm_experiment_mix", out_dir)
+  iclm_seqio.register_iclm_task(TRAIN_TASK, out_dir)
+  task = seqio.get_mixture_or_task(TRAIN_TASK)
   vocab = task.output_features["targets"].vocabulary
   counts = collections.Counter({domain: 0 for domain in set(domain_of.values())})
-  for example in task.get_dataset(None, split="train", shuffle=True, seed=seed).take(num_contexts):
+  # The batch iterator shuffles each task's stream with a seed of its own (seed, task name).
+  stream_seed = pipeline.domain_seed(seed, TRAIN_TASK)
+  for example in task.get_dataset(None, split="train", shuffle=True,
+                                  seed=stream_seed).take(num_contexts):
     tokens = example["targets"].numpy().tolist()
     counts[domain_of[vocab.decode(tokens[:tokens.index(vocab.eos_id)])]] += 1
   total = max(sum(counts.values()), 1)
@@ -115,105 +116,58 @@ def _contexts(out_dir: str):
   return sorted(by_context.items())
 
 
-def train_arm(gin_files, bindings) -> None:
-  gin.clear_config()
-  gin_utils.parse_and_bind([f"--gin_file={f}" for f in gin_files] + bindings,
-                           prog="iclm_experiment")
-  loop.train()
-
-
 def register_validation_mixture(corpus: str) -> str:
-  """A mixture of one LM task per domain over the corpus's validation JSONL; returns its name."""
-  tasks = []
+  """A mixture of one LM task per domain over the corpus's validation JSONL (each reported as
+  `eval/<domain>/loss`); returns its name."""
+  names = []
   for path in sorted(glob.glob(os.path.join(corpus, "validation", "*.jsonl"))):
     domain = os.path.splitext(os.path.basename(path))[0]
     if os.path.getsize(path):
-      name = f"{_EVAL_MIXTURE}_{domain}"
-      lm_tasks.register_jsonl_task(name, {"validation": [path]})
-      lm_tasks.TASK_DOMAINS[name] = domain  # report as eval/<domain>/loss
-      tasks.append(name)
-  seqio.MixtureRegistry.remove(_EVAL_MIXTURE)
-  seqio.MixtureRegistry.add(_EVAL_MIXTURE, [(t, 1.0) for t in tasks])
-  return _EVAL_MIXTURE
+      name = f"{EVAL_MIXTURE}_{domain}"
+      tasks.register_jsonl_task(name, {"validation": [path]}, domain=domain)
+      names.append(name)
+  tasks.register_mixture(EVAL_MIXTURE, [(name, 1.0) for name in names])
+  return EVAL_MIXTURE
 
 
-def evaluate_checkpoint(model_dir: str, mixture: str, probes: dict[str, list[dict]],
-                        eval_config: evaluation.EvalConfig) -> dict[str, float]:
-  """Validation loss per domain (and their mean) and accuracy per probe kind."""
-  model_config, data_config, params = checkpoints.restore_for_inference(model_dir)
-  mesh_config = partitioning.MeshConfig(shape=(1, 1, 1), num_devices=1)
-  evaluator = evaluation.Evaluator(
-      transformer.build_model(model_config), partitioning.make_mesh(mesh_config),
-      mesh_config.rules, dataclasses.replace(data_config, mixture_or_task_name=mixture),
-      eval_config)
-  # The probes need EOS between documents, which the text-prompt probes cannot hold.
-  evaluator.probes = {kind: context_probes.probe_batch(p) for kind, p in probes.items() if p}
-  metrics = evaluator.evaluate(params)
-  metrics["eval/mean/loss"] = float(np.mean([v for k, v in metrics.items()
-                                             if k.startswith("eval/")]))
-  return {k: float(v) for k, v in metrics.items()}
+def data_figures(args, corpus: str, data_dir: str, seed: int, arm: str) -> dict[str, float]:
+  """Orders (or reuses) one arm's data and describes it: the ICLM report's figures, related
+  bios in context and the domain mix the run reads."""
+  report = order_arm(corpus, data_dir, arm, seed, args)
+  return {"data/adjacent_similarity": report["adjacent_similarity"],
+          "data/contexts": report["contexts"],
+          "data/mean_context_tokens": report["mean_context_tokens"],
+          "data/related_in_context": related_in_context(data_dir),
+          **stream_domain_mix(data_dir, seed, args.steps * args.batch_size)}
+
+
+def train_bindings(args, data_dir: str, model_dir: str, seed: int) -> list[str]:
+  return [f"--gin.ICLM_DIR='{data_dir}'", f"--gin.iclm_task.name='{TRAIN_TASK}'",
+          f"--gin.MODEL_DIR='{model_dir}'", f"--gin.SEED={seed}",
+          f"--gin.TRAIN_STEPS={args.steps}", f"--gin.BATCH_SIZE={args.batch_size}",
+          f"--gin.TASK_FEATURE_LENGTHS={{'targets': {args.context_tokens}}}",
+          f"--gin.CHECKPOINT_PERIOD={args.steps}", "--gin.EVAL_PERIOD=0",
+          "--gin.RunConfig.progress_bar=False", *[f"--gin.{b}" for b in args.gin]]
 
 
 def run_arm(args, corpus: str, mixture: str, probes, seed: int, arm: str) -> dict[str, float]:
   """Orders, trains (unless a final checkpoint exists) and evaluates one arm of one seed."""
   root = os.path.join(args.workdir, f"seed{seed}", arm)
+  data_dir, model_dir = os.path.join(root, "data"), os.path.join(root, "model")
   start = time.time()
-  data_dir = os.path.join(root, "data")
-  report = order_arm(corpus, data_dir, arm, seed, args)
-  out = {"data/adjacent_similarity": report["adjacent_similarity"],
-         "data/contexts": report["contexts"],
-         "data/mean_context_tokens": report["mean_context_tokens"],
-         "data/related_in_context": related_in_context(data_dir),
-         **stream_domain_mix(data_dir, seed, args.steps * args.batch_size)}
-  model_dir = os.path.join(root, "model")
+  out = data_figures(args, corpus, data_dir, seed, arm)
   ordered = time.time()
-  if not os.path.exists(os.path.join(model_dir, "checkpoints", str(args.steps))):
-    train_arm(GIN_FILES + tuple(args.gin_file), [
-        f"--gin.ICLM_DIR='{data_dir}'", f"--gin.MODEL_DIR='{model_dir}'",
-        f"--gin.SEED={seed}", f"--gin.TRAIN_STEPS={args.steps}",
-        f"--gin.BATCH_SIZE={args.batch_size}",
-        f"--gin.TASK_FEATURE_LENGTHS={{'targets': {args.context_tokens}}}",
-        f"--gin.CHECKPOINT_PERIOD={args.steps}", "--gin.EVAL_PERIOD=0",
-        "--gin.RunConfig.progress_bar=False", *[f"--gin.{b}" for b in args.gin]])
+  arms.run_arm(model_dir, args.steps, lambda: arms.train_gin(
+      GIN_FILES + tuple(args.gin_file), train_bindings(args, data_dir, model_dir, seed),
+      prog="iclm_experiment"))
   trained = time.time()
-  out.update(evaluate_checkpoint(model_dir, mixture, probes, evaluation.EvalConfig(
-      num_batches=-(-args.eval_rows // args.eval_batch), batch_size=args.eval_batch)))
-  out["train/final_loss"] = [m for m in metrics_lib.read_metrics(model_dir) if "loss" in m][-1][
-      "loss"]
+  eval_config = evaluation.EvalConfig(num_batches=-(-args.eval_rows // args.eval_batch),
+                                      batch_size=args.eval_batch, max_probes=args.probes)
+  out.update(evaluate.evaluate_checkpoint(model_dir, mixture, eval_config, extra_probes=probes))
+  out["train/final_loss"] = arms.last_train_line(model_dir)["loss"]
   out.update({"seconds/order": ordered - start, "seconds/train": trained - ordered,
               "seconds/eval": time.time() - trained})
   return out
-
-
-def summarise(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, float]:
-  """Flat JSON: every seed's figures, then mean/std over seeds of each arm and of the paired
-  difference `iclm-random`."""
-  flat = {f"seed{seed}/{arm}/{k}": v for seed, arms in per_seed.items()
-          for arm, figures in arms.items() for k, v in figures.items()}
-  first = next(iter(per_seed.values()))
-  baseline = ARMS[-1]
-  for k in sorted(first[baseline]):
-    values = {arm: np.asarray([per_seed[s][arm][k] for s in per_seed], np.float64)
-              for arm in ARMS}
-    values.update({f"{arm}-{baseline}": values[arm] - values[baseline] for arm in ARMS[:-1]})
-    for name, v in values.items():
-      flat[f"mean/{name}/{k}"] = float(v.mean())
-      flat[f"std/{name}/{k}"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-  return flat
-
-
-def table(flat: dict[str, float], seeds) -> str:
-  """Markdown: mean ± std over seeds per metric; the difference is paired by seed."""
-  columns = [*ARMS, f"{ARMS[0]}-{ARMS[-1]}"]
-  prefix = f"mean/{ARMS[-1]}/"
-  rows = sorted(k[len(prefix):] for k in flat
-                if k.startswith(prefix) and not k.startswith(prefix + "seconds/"))
-  def cell(name, k):
-    return f"{flat[f'mean/{name}/{k}']:.3f} ± {flat[f'std/{name}/{k}']:.3f}"
-  header = f"| metric ({len(seeds)} seeds: {', '.join(map(str, seeds))}) | {' | '.join(columns)} |"
-  lines = [header, "|" + " --- |" * (len(columns) + 1)]
-  lines += [f"| {k} | {' | '.join(cell(c, k) for c in columns)} |" for k in rows]
-  return "\n".join(lines)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -245,18 +199,17 @@ def main(argv=None) -> dict[str, float]:
   mixture = register_validation_mixture(corpus)
   per_seed = {seed: {arm: run_arm(args, corpus, mixture, probes, seed, arm) for arm in ARMS}
               for seed in args.seeds}
-  flat = summarise(per_seed)
+  flat = summary.summarise(per_seed, BASELINE)
   flat.update({f"probes/{kind}": len(p) for kind, p in probes.items()})
   flat.update({"steps": args.steps, "batch_size": args.batch_size,
                "context_tokens": args.context_tokens, "docs": args.docs,
                "probe_chance": 1 / (iclm_probes.NUM_DISTRACTORS + 1),
                "wall_seconds": time.time() - start, "load_average_start": load_start,
                "load_average_end": os.getloadavg()[0]})
-  print(table(flat, args.seeds))
-  if args.json:
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-      json.dump(flat, f, indent=1, sort_keys=True)
+  columns = [*ARMS, *(summary.difference_name(a, BASELINE) for a in ARMS if a != BASELINE)]
+  print(tables.markdown(flat, columns, tables.metric_rows(flat, BASELINE, exclude=("seconds/",)),
+                        args.seeds))
+  summary.write_json(flat, args.json)
   return flat
 
 

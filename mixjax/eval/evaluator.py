@@ -52,7 +52,8 @@ def probe_batch(probes, pad_to: int = 32, data: pipeline.DataConfig | None = Non
   The objective formats the prompt (`lm`: a causal prefix of the row; `ul2`: the [S2S] mode
   token, the prompt and EOS as inputs, bidirectional in a prefix-LM row or the encoder's input);
   loss weights fall on the candidate's tokens only. `data` is the run's config (default: a
-  byte-vocabulary `lm` run). Returns (batch `[N, L]` features, probe_index_N, is_answer_N).
+  byte-vocabulary `lm` run). A probe's optional `documents` come first in its prompt, each
+  followed by EOS. Returns (batch `[N, L]` features, probe_index_N, is_answer_N).
   """
   data = data or _LM_BYTES
   vocabulary = data.vocabulary
@@ -61,7 +62,11 @@ def probe_batch(probes, pad_to: int = 32, data: pipeline.DataConfig | None = Non
     if probe["answer"] not in probe["candidates"]:
       raise ValueError(f"Probe {probe.get('id', i)}: answer {probe['answer']!r} not among "
                        f"candidates {probe['candidates']!r}.")
-    prompt_ids = list(vocabulary.encode(probe["prompt"]))
+    # Context documents (the ICLM cross-document probes) precede the prompt, each closed by EOS
+    # as in a training context; text alone cannot hold EOS.
+    prompt_ids = [t for doc in probe.get("documents", ())
+                  for t in (*vocabulary.encode(doc), vocabulary.eos_id)]
+    prompt_ids += list(vocabulary.encode(probe["prompt"]))
     for cand in probe["candidates"]:
       prompts.append(prompt_ids)
       candidates.append(list(vocabulary.encode(cand)))
