@@ -53,7 +53,7 @@ def test_batches_are_packed_with_segments_and_positions():
 
 
 def test_long_documents_are_split_not_truncated():
-  config = pipeline.DataConfig(f"{mixture_tasks.PREFIX}_bios", {"targets": 32}, batch_size=64)
+  config = pipeline.DataConfig("mixjax_synthetic_bios", {"targets": 32}, batch_size=64)
   (batch,), _ = _first_batches(config, 1, seed=0)
   # Pieces of 32 bytes fill rows; every document's EOS survives in some piece.
   assert (batch["decoder_target_tokens"] > 0).mean() > 0.95
