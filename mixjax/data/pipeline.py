@@ -114,6 +114,14 @@ def place_rows(counts_D: np.ndarray, key: int, step: int) -> np.ndarray:
   return tf.random.experimental.stateless_shuffle(ids_R, seed=seed).numpy()
 
 
+def rows_per_shard(num_shards: int, hosts: int, batch_size: int) -> int:
+  """Rows of each shard batch; raises unless shards split evenly over hosts and the batch."""
+  if num_shards % hosts or batch_size % num_shards:
+    raise ValueError(f"MixingConfig.num_shards={num_shards} must be a multiple of the host "
+                     f"count ({hosts}) and divide batch_size={batch_size}.")
+  return batch_size // num_shards
+
+
 class Allocator(Protocol):
   """Row counts per domain, step by step (implemented by `mixjax.mixing.allocation`)."""
   domains: tuple[str, ...]
@@ -175,17 +183,14 @@ class BatchIterator(Iterator[dict]):
     """`domain_tasks` maps each of the allocator's domains to its task; `tokens` are the target
     tokens read before a resume; `extra_state` is saved with the iterator's own state."""
     shard_info = shard_info or seqio.ShardInfo(0, 1)
-    hosts, batch = shard_info.num_shards, config.batch_size
-    if num_shards % hosts or batch % num_shards:
-      raise ValueError(f"MixingConfig.num_shards={num_shards} must be a multiple of the host "
-                       f"count ({hosts}) and divide batch_size={batch}.")
+    hosts = shard_info.num_shards
+    self.rows_per_shard = rows_per_shard(num_shards, hosts, config.batch_size)
     self._config, self._seed, self.allocator = config, seed, allocator
     self.domains = tuple(allocator.domains)
     self.tasks = dict(domain_tasks)
     self.num_shards, self.total_steps = num_shards, total_steps
     per_host = num_shards // hosts
     self._shards = range(shard_info.index * per_host, (shard_info.index + 1) * per_host)
-    self.rows_per_shard = batch // num_shards
     self._epoch_tokens = dict(epoch_tokens or {})
     self._extra_state = dict(extra_state or {})
     self._token_base_D = np.asarray([(tokens or {}).get(d, 0) for d in self.domains], np.int64)

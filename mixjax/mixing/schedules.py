@@ -21,7 +21,7 @@ import gin
 import numpy as np
 import seqio
 
-from mixjax.data import tasks
+from mixjax.data import pipeline
 from mixjax.mixing import sources
 
 
@@ -358,10 +358,6 @@ def upsample_at_end(base: Rates = gin.REQUIRED, fraction: float = 0.2,
 def context_for(mixture_or_task_name: str, total_steps: int, rows_per_step: int,
                 sizes: Callable[[], Mapping[str, DomainSize]] = lambda: {}) -> MixtureContext:
   """The context of a registered mixture (or task): its tasks' domains, in registration order."""
-  names = tasks.task_names(mixture_or_task_name)
-  task_domains = {name: tasks.domain_of(name) for name in names}
-  domains = tuple(dict.fromkeys(task_domains.values()))
-  if len(domains) != len(names):
-    raise ScheduleError(f"Mixture {mixture_or_task_name!r} has several tasks per domain "
-                        f"({task_domains}); a mixture needs one task per domain.")
-  return MixtureContext(domains, total_steps, rows_per_step, sizes, task_domains)
+  domain_tasks = pipeline.domain_tasks(mixture_or_task_name)  # one task per domain, checked
+  return MixtureContext(tuple(domain_tasks), total_steps, rows_per_step, sizes,
+                        {t: d for d, t in domain_tasks.items()})

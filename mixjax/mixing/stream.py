@@ -78,16 +78,13 @@ def make_batch_iterator(config: pipeline.DataConfig, seed: int,
     _check_resumable(state)
     seed = state["seed"]
   num_shards = int(state["num_shards"] if state else mixing.num_shards or shard_info.num_shards)
-  if num_shards % shard_info.num_shards or config.batch_size % num_shards:
-    raise ValueError(f"MixingConfig.num_shards={num_shards} must be a multiple of the host "
-                     f"count ({shard_info.num_shards}) and divide batch_size={config.batch_size}.")
-  rows_per_shard = config.batch_size // num_shards
-  domain_tasks = pipeline.domain_tasks(config.mixture_or_task_name)
+  rows_per_shard = pipeline.rows_per_shard(num_shards, shard_info.num_shards, config.batch_size)
+  ctx = mixtures.context_for(config.mixture_or_task_name, total_steps, config.batch_size,
+                             sizes=lambda: sizes)
+  domain_tasks = {d: t for t, d in ctx.task_domains.items()}
   sizes = (_sizes_from_state(state) if state else
            {d: accounting.count_domain_size(t, config, mixing.size_count_max_rows)
             for d, t in domain_tasks.items()})
-  ctx = mixtures.context_for(config.mixture_or_task_name, total_steps, config.batch_size,
-                             sizes=lambda: sizes)
   schedule = (as_schedule(config.schedule if config.schedule is not None
                           else config.mixture_or_task_name).resolve(ctx))
   source = weight_source or schedule
