@@ -4,10 +4,13 @@ Saving both in one step directory is what makes resume exact: the model and the 
 restart from the same step.
 """
 
+import contextlib
 import dataclasses
 import errno
 import json
+import logging as logging_lib
 import os
+import sys
 
 from absl import logging
 import gin
@@ -53,8 +56,39 @@ def shape_differences(saved_tree, abstract_tree, limit: int = 5) -> list[str]:
   """`path: shape in checkpoint vs shape now` for arrays both trees hold, first `limit`."""
   saved, now = _shapes(saved_tree), _shapes(abstract_tree)
   diffs = [f"{'/'.join(p)}: {saved[p]} in the checkpoint, {now[p]} now"
-           for p in sorted(set(saved) & set(now)) if saved[p] != now[p]]
+           for p in sorted(set(saved) & set(now), key=lambda p: (p[0] != "params", p))
+           if saved[p] != now[p]]  # parameters first: they name the model's shape
   return diffs[:limit] + ([f"... {len(diffs) - limit} more"] if len(diffs) > limit else [])
+
+
+class _DropWriterThreadErrors(logging_lib.Filter):
+  """orbax's writer threads log each failed write with its traceback; the save's own error
+  (`CheckpointWriteError`) says it once."""
+
+  def filter(self, record):
+    return "_SignalingThread.run() raised an exception" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_failing_writes():
+  """While saving: no writer-thread tracebacks, and none of the 'Event loop is closed' callbacks
+  that a failed tensorstore write leaves behind (hundreds of lines on a full disk)."""
+  absl_logger = logging_lib.getLogger("absl")
+  drop = _DropWriterThreadErrors()
+  previous_hook = sys.unraisablehook
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and "Event loop is closed" in str(unraisable.exc_value)):
+      previous_hook(unraisable)
+
+  absl_logger.addFilter(drop)
+  sys.unraisablehook = hook
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(drop)
+    sys.unraisablehook = previous_hook
 
 
 class Checkpointer:
@@ -79,9 +113,10 @@ class Checkpointer:
   def save(self, step: int, state, data_state: dict):
     """Saves step `step`; a failed write raises `CheckpointWriteError` with one message."""
     try:
-      self._manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
-      self._manager.wait_until_finished()
+      with _quiet_failing_writes():
+        self._manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
+        self._manager.wait_until_finished()
     except Exception as e:  # orbax wraps I/O errors in several types
       raise CheckpointWriteError(self._write_error_message(e, step)) from e
     logging.info("Saved checkpoint at step %d to %s", step, self.directory)
