@@ -366,14 +366,15 @@ def test_plots_bad_window_missing_dir_no_mixture_and_torn_line(tmp_path, capsys)
 def test_iclm_cli_names_bad_globs_workers_and_tiny_contexts(tmp_path, capsys):
   doc = _write(tmp_path / "docs.jsonl", '{"id": "a", "text": "hello"}\n')
   cases = ((["--input", str(tmp_path / "nope-*.jsonl")], "no files match"),
-           (["--input", str(tmp_path / "missing.jsonl")], "is not a file"),
            (["--input", doc, "--worker", "3/2"], "'3/2': expected I/N with 0 <= I < N"),
            (["--input", doc, "--worker", "3"], "(the /N is missing)"),
            (["--input", doc, "--context_tokens", "0"], "'0' is not an integer >= 1"))
   for args, message in cases:
-    with pytest.raises(SystemExit):
-      iclm_cli.parse_args(args + ["--output", str(tmp_path / "out")])
+    assert iclm_cli.main(args + ["--output", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
+  assert iclm_cli.main(["--input", str(tmp_path / "missing.jsonl"), "--output",
+                        str(tmp_path / "out")]) == 2
+  assert "Input file(s) not found: " in capsys.readouterr().err
   warning = iclm_cli.context_warning(
       {"documents": 100, "contexts": 100, "mean_context_tokens": 290.0}, context_tokens=10)
   assert "--context_tokens 10 gives 1.00 documents per context" in warning

@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import glob
 import json
-import os
 import sys
 
 from mixjax.iclm import knn
@@ -34,10 +33,8 @@ def _inputs(value: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(f"no files match {item!r} (quote globs so the shell "
                                          "leaves them to mixjax)")
       paths.extend(matched)
-    elif not os.path.isfile(item):
-      raise argparse.ArgumentTypeError(f"{item!r} is not a file")
     else:
-      paths.append(item)
+      paths.append(item)  # existence is checked when the run starts (stages.check_inputs)
   if not paths:
     raise argparse.ArgumentTypeError("no input files given")
   return tuple(paths)
@@ -132,7 +129,10 @@ def config_from_args(args: argparse.Namespace) -> stages.IclmConfig:
 
 
 def main(argv: list[str]) -> int:
-  args = parse_args(argv)
+  try:
+    args = parse_args(argv)
+  except SystemExit as e:  # argparse printed what is wrong; return its status like other errors
+    return e.code if isinstance(e.code, int) else 2
   config = config_from_args(args)
   try:
     if args.runner == "beam":

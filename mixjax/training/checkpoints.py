@@ -136,10 +136,10 @@ class Checkpointer:
             "another model config. Use a new MODEL_DIR, or set the model config back. The "
             "checkpoint itself is intact.") from e
       raise CorruptCheckpointError(
-          f"Checkpoint {path} could not be read ({type(e).__name__}: {e}). If only this step is "
-          f"damaged (e.g. the run was killed while saving it), move that step directory out of "
-          f"{self.directory} to resume from the previous checkpoint (steps there: "
-          f"{self._manager.all_steps()}); or use a new MODEL_DIR.") from e
+          f"Checkpoint {path} could not be read ({type(e).__name__}: {e}). Its arrays have the "
+          "shapes this run expects, so the files are damaged: Delete that step directory (or "
+          "move it aside) to resume from the previous checkpoint (steps: "
+          f"{self._manager.all_steps()}), or use a new MODEL_DIR.") from e
     return restored.state, dict(restored.data)
 
   def _shape_differences(self, step: int, abstract_state) -> list[str]:
