@@ -21,7 +21,7 @@ USER_ERRORS = (ValueError, OSError, FloatingPointError)
 
 # gin appends "  In call to configurable 'train' (<function ...>)" to an exception's message.
 _GIN_CONTEXT = re.compile(r"\n?\s*In call to configurable '[^']*' \([^)]*\)")
-# tf.data wraps a Python exception raised in a generator: "{{function_node ...}} Err: msg\n [[...]]".
+# tf.data wraps an exception raised in a generator: "{{function_node ...}} Err: msg\n [[...]]".
 _TF_FUNCTION = re.compile(r"\{\{function_node [^}]*\}\}\s*")
 _TF_NODE = re.compile(r"\s*\[\[\{\{node [^}]*\}\}\]\].*", re.S)
 

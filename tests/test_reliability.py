@@ -368,7 +368,9 @@ def test_iclm_cli_names_bad_globs_workers_and_tiny_contexts(tmp_path, capsys):
   cases = ((["--input", str(tmp_path / "nope-*.jsonl")], "no files match"),
            (["--input", doc, "--worker", "3/2"], "'3/2': expected I/N with 0 <= I < N"),
            (["--input", doc, "--worker", "3"], "(the /N is missing)"),
-           (["--input", doc, "--context_tokens", "0"], "'0' is not an integer >= 1"))
+           (["--input", doc, "--context_tokens", "0"], "'0' is not an integer >= 1"),
+           (["--input", doc, "--seed", "-1"], "'-1' is not an integer >= 0"),
+           (["--input", doc, "--dedup_threshold", "5"], "not a cosine similarity in [-1, 1]"))
   for args, message in cases:
     assert iclm_cli.main(args + ["--output", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err

@@ -50,13 +50,29 @@ def _worker(value: str) -> stages.Worker:
         f"{'' if sep else ' (the /N is missing)'}") from None
 
 
-def _positive(value: str) -> int:
+def _at_least(minimum: int):
+  def parse(value: str) -> int:
+    try:
+      number = int(value)
+    except ValueError:
+      number = minimum - 1
+    if number < minimum:
+      raise argparse.ArgumentTypeError(f"{value!r} is not an integer >= {minimum}")
+    return number
+  return parse
+
+
+_positive = _at_least(1)
+
+
+def _similarity(value: str) -> float:
   try:
-    number = int(value)
+    number = float(value)
   except ValueError:
-    number = 0
-  if number < 1:
-    raise argparse.ArgumentTypeError(f"{value!r} is not an integer >= 1")
+    number = float("nan")
+  if not -1.0 <= number <= 1.0:
+    raise argparse.ArgumentTypeError(f"{value!r} is not a cosine similarity in [-1, 1] "
+                                     "(e.g. 0.95)")
   return number
 
 
@@ -89,20 +105,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   p.add_argument("--fit_docs", type=_positive, default=d.fit_docs, help="IDF sample size")
   p.add_argument("--k", type=_positive, default=d.k, help="neighbours per document")
   p.add_argument("--index", default=d.index.kind, choices=("auto",) + knn.INDEX_KINDS)
-  p.add_argument("--nlist", type=int, default=d.index.nlist, help="IVF lists (0: ~4 sqrt(N))")
-  p.add_argument("--nprobe", type=int, default=d.index.nprobe, help="IVF lists searched")
+  p.add_argument("--nlist", type=_at_least(0), default=d.index.nlist,
+                 help="IVF lists (0: ~4 sqrt(N))")
+  p.add_argument("--nprobe", type=_positive, default=d.index.nprobe, help="IVF lists searched")
   p.add_argument("--min_path_docs", type=_positive, default=d.min_path_docs)
   p.add_argument("--context_tokens", type=_positive, default=d.context_tokens)
   p.add_argument("--order", default=d.order, choices=stages.ORDERS,
                  help="iclm: related documents together; random: the baseline (same contexts "
                       "and output format, documents in a seeded random order)")
-  p.add_argument("--dedup_threshold", type=float, default=None,
+  p.add_argument("--dedup_threshold", type=_similarity, default=None,
                  help="drop documents at least this similar to the previous one (default: off)")
   p.add_argument("--shard_lines", type=_positive, default=d.shard_lines)
   p.add_argument("--output_shard_docs", type=_positive, default=d.output_shard_docs)
   p.add_argument("--skip_bad_records", action="store_true",
                  help="count and skip bad lines and repeated ids instead of stopping")
-  p.add_argument("--seed", type=int, default=d.seed)
+  p.add_argument("--seed", type=_at_least(0), default=d.seed)
   p.add_argument("--threads", type=_positive, default=d.threads)
   p.add_argument("--until", default="write", choices=stages.STAGES, help="last stage to run")
   p.add_argument("--worker", type=_worker, default=stages.Worker(),
