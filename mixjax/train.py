@@ -12,6 +12,7 @@ import sys
 
 from mixjax import gin_utils
 from mixjax import user_errors
+from mixjax.training import checkpoints
 from mixjax.training import loop
 import mixjax_tasks
 
@@ -24,7 +25,8 @@ def configure(argv) -> None:
 
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
-  return user_errors.run_binary(lambda: _configure_and_train(argv), prog="mixjax.train")
+  return user_errors.run_binary(lambda: _configure_and_train(argv), prog="mixjax.train",
+                                expected=(checkpoints.CorruptCheckpointError,))
 
 
 def _configure_and_train(argv):

@@ -408,3 +408,17 @@ def test_testbed_refuses_a_non_empty_out_unless_overwrite(tmp_path, capsys):
   corpus.main(["--out", str(out), "--docs", "20", "--probes", "2", "--overwrite"])
   assert not os.path.exists(out / "train" / "stale.jsonl")
   assert os.path.exists(out / "mine.txt") and os.path.exists(out / "manifest.json")
+
+
+def test_config_comparison_names_vocab_and_objective_and_ignores_unknown_fields():
+  model = transformer.TransformerConfig(vocab_size=384, d_model=32)
+  saved = {"model": {**dataclasses.asdict(model), "retired_field": 1, "attention_impl": "pallas"},
+           "data": {"vocab": {"kind": "bytes", "path": None, "extra_ids": None},
+                    "objective": "lm"}}
+  data = helpers.tiny_run_configs("DataConfig.objective='ul2'", "FEATURE_CONVERTER='prefix_lm'",
+                                  "TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 32}",
+                                  "DataConfig.vocab=@VocabConfig()",
+                                  "VocabConfig.extra_ids=300")["data"]
+  diffs = run_dir.config_differences(saved, model, data)
+  assert diffs == [("VocabConfig.extra_ids", None, 300), ("DataConfig.objective", "lm", "ul2")]
+  assert run_dir.config_differences(saved, model, helpers.tiny_run_configs()["data"]) == []

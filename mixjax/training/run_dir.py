@@ -92,9 +92,11 @@ def _plain(value: Any) -> Any:
 
 
 def _differences(prefix: str, saved: Any, current: Any) -> list[tuple[str, Any, Any]]:
+  """Fields whose values differ; a field only one side has (a run from an older or newer mixjax)
+  is not a difference."""
   if isinstance(saved, dict) and isinstance(current, dict):
-    return [d for key in sorted(set(saved) | set(current))
-            for d in _differences(f"{prefix}.{key}", saved.get(key), current.get(key))]
+    return [d for key in sorted(set(saved) & set(current))
+            for d in _differences(f"{prefix}.{key}", saved[key], current[key])]
   return [] if saved == current else [(prefix, saved, current)]
 
 
@@ -106,11 +108,12 @@ def config_differences(saved: dict, model, data) -> list[tuple[str, Any, Any]]:
   data_now = _plain({k: getattr(data, k) for k in RUN_DATA_FIELDS})
   if dataclasses.is_dataclass(data.vocab):
     data_now["vocab"] = _plain(dataclasses.asdict(data.vocab))
-  data_then = {k: saved.get("data", {}).get(k) for k in RUN_DATA_FIELDS}
+  data_then = saved.get("data", {})
   diffs = _differences("TransformerConfig", model_then, model_now)
   for key in RUN_DATA_FIELDS:
-    name = "VocabConfig" if key == "vocab" else f"DataConfig.{key}"
-    diffs += _differences(name, data_then[key], data_now[key])
+    if key in data_then:
+      name = "VocabConfig" if key == "vocab" else f"DataConfig.{key}"
+      diffs += _differences(name, data_then[key], data_now[key])
   return diffs
 
 
