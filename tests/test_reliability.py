@@ -199,6 +199,9 @@ def test_resume_drops_metrics_lines_past_the_checkpoint(tmp_path):
   _write(tmp_path / "metrics.jsonl", "\n".join(lines))
   assert run_dir.drop_metrics_after(str(tmp_path), 2) == 3
   assert [json.loads(x)["step"] for x in open(tmp_path / "metrics.jsonl")] == [1, 2]
+  # A rerun of a finished run evaluates again but logs no second line (loop.train).
+  assert run_dir.logged_keys(str(tmp_path), 2) == {"step", "loss"}
+  assert run_dir.logged_keys(str(tmp_path), 9) == set()
 
 
 @pytest.fixture(scope="module")

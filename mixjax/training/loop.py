@@ -177,11 +177,11 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
       writer.write(step, {**values, **batches.step_metrics(step)})
     return values
 
-  def evaluate(step, write=True):
+  def evaluate(step, unless_logged=False):
     eval_metrics = evaluator.evaluate(state.params)
     if not eval_metrics:  # no validation split and no probes (e.g. an ICLM task)
       return {}
-    if write:
+    if not (unless_logged and set(eval_metrics) <= run_dir.logged_keys(run.model_dir, step)):
       writer.write(step, eval_metrics)
     progress.write(f"step {step}: {_format_eval(eval_metrics)}")
     return eval_metrics
@@ -209,7 +209,7 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
     if pending is not None:
       last.update(log_train(*pending))
     if start_step >= end_step:
-      last.update(evaluate(start_step, write=False))  # a finished run: its line is logged
+      last.update(evaluate(start_step, unless_logged=True))  # a finished run: no second line
   finally:
     progress.close()
     writer.close()

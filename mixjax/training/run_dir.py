@@ -158,3 +158,19 @@ def drop_metrics_after(model_dir: str, step: int) -> int:
       f.writelines(kept)
     os.replace(tmp, path)
   return len(lines) - len(kept)
+
+
+def logged_keys(model_dir: str, step: int) -> set[str]:
+  """The metric names `metrics.jsonl` already holds for `step`."""
+  path = os.path.join(model_dir, METRICS_FILE)
+  keys = set()
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:
+          continue
+        if isinstance(record, dict) and record.get("step") == step:
+          keys.update(record)
+  return keys
