@@ -282,8 +282,12 @@ def test_resume_is_announced_and_repeats_no_metrics_line(saved_run, capsys):
   err = capsys.readouterr().err
   assert f"Resuming from step 2 of 4 in {model_dir}" in err
   assert "dropped 1 metrics lines past it" in err
-  steps = [json.loads(x)["step"] for x in open(os.path.join(model_dir, "metrics.jsonl"))]
-  assert steps == [1, 2]
+  lines = [json.loads(x) for x in open(os.path.join(model_dir, "metrics.jsonl"))]
+  assert [m["step"] for m in lines if "loss" in m] == [1, 2]
+  evals = [m for m in lines if "loss" not in m]  # the missing eval line of the last step
+  assert [m["step"] for m in evals] == [2]
+  loop.train(**_with(saved_run, run={"stop_at_step": 2}))  # once more: nothing logged twice
+  assert [json.loads(x) for x in open(os.path.join(model_dir, "metrics.jsonl"))] == lines
 
 
 def test_disk_full_during_save_is_one_message(tmp_path):
