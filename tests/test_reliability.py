@@ -95,21 +95,24 @@ def test_jsonl_task_is_checked_before_tf_data_sees_it(tmp_path):
 def test_run_macros_are_checked_by_name_and_range():
   configs = helpers.tiny_run_configs(
       "TRAIN_STEPS='abc'", "BATCH_SIZE=-4", "TASK_FEATURE_LENGTHS={'inputs': 64}",
-      "CHECKPOINT_PERIOD=-1", "MODEL_DIR=''", "RunConfig.log_period=0")
+      "CHECKPOINT_PERIOD=-1", "MODEL_DIR=''", "RunConfig.log_period=0", "SEED=-1",
+      "OptimizerConfig.learning_rate='3e-3'")
   with pytest.raises(config_checks.GinValueError) as e:
     config_checks.check_run_values(configs["run"], configs["data"], configs["checkpoint"],
-                                   configs["eval_config"])
+                                   configs["eval_config"], configs["optimizer"])
   message = str(e.value)
   for expected in ("TRAIN_STEPS (RunConfig.train_steps) = 'abc': must be an integer >= 1",
                    "BATCH_SIZE (DataConfig.batch_size) = -4: must be an integer >= 1",
                    "needs exactly the keys ['targets'] (missing ['targets'], unknown ['inputs'])",
                    "CHECKPOINT_PERIOD (CheckpointConfig.period) = -1: must be an integer >= 0",
                    "MODEL_DIR (RunConfig.model_dir) = '': must be a non-empty string",
-                   "RunConfig.log_period = 0: must be an integer >= 1"):
+                   "RunConfig.log_period = 0: must be an integer >= 1",
+                   "SEED (RunConfig.seed) = -1: must be an integer >= 0",
+                   "OptimizerConfig.learning_rate = '3e-3': must be a number"):
     assert expected in message
   good = helpers.tiny_run_configs()
   config_checks.check_run_values(good["run"], good["data"], good["checkpoint"],
-                                 good["eval_config"])
+                                 good["eval_config"], good["optimizer"])
 
 
 def test_register_synthetic_bindings_apply_and_are_recorded():

@@ -20,7 +20,7 @@ class GinValueError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class _Rule:
   field: str                 # "Class.field"
-  kind: str                  # int | str
+  kind: str                  # int | number | str
   minimum: int | None = None
   optional: bool = False     # None allowed
 
@@ -28,7 +28,7 @@ class _Rule:
 _RULES = (
     _Rule("RunConfig.model_dir", "str"),
     _Rule("RunConfig.train_steps", "int", 1),
-    _Rule("RunConfig.seed", "int"),
+    _Rule("RunConfig.seed", "int", 0),
     _Rule("RunConfig.log_period", "int", 1),
     _Rule("RunConfig.stop_at_step", "int", 1, optional=True),
     _Rule("DataConfig.mixture_or_task_name", "str"),
@@ -39,6 +39,8 @@ _RULES = (
     _Rule("EvalConfig.num_batches", "int", 0),
     _Rule("EvalConfig.batch_size", "int", 1),
     _Rule("EvalConfig.max_probes", "int", 0),
+    _Rule("OptimizerConfig.learning_rate", "number"),
+    _Rule("OptimizerConfig.warmup_steps", "int", 0),
 )
 
 
@@ -62,6 +64,10 @@ def _problem(rule: _Rule, value: Any) -> str | None:
     if isinstance(value, str) and value:
       return None
     return f"= {value!r}: must be a non-empty string (gin strings need quotes: 'value')"
+  if rule.kind == "number":
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+      return None
+    return f"= {value!r}: must be a number"
   valid = "an integer" + (f" >= {rule.minimum}" if rule.minimum is not None else "")
   if rule.optional:
     valid += " or None"

@@ -110,7 +110,7 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
   eval_config = eval_config or evaluation.EvalConfig()
   mixing = mixing or stream.MixingConfig()
   gin_utils.check_required(run, data)
-  config_checks.check_run_values(run, data, checkpoint, eval_config)
+  config_checks.check_run_values(run, data, checkpoint, eval_config, optimizer)
   objectives.get(data.objective).check(data.feature_converter, model.architecture)
   tasks.check_sources(data.mixture_or_task_name)
   tasks.check_rows_fit(data.mixture_or_task_name, data.row_length, data.vocab)
