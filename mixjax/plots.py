@@ -3,21 +3,22 @@
   python -m mixjax.plots MODEL_DIR [--out MODEL_DIR/mixture.svg] [--window 20]
 
 Reads `mixture/<domain>/weight_{scheduled,realised}` from `MODEL_DIR/metrics.jsonl` (written by
-scheduled mixtures, see mixjax/data/scheduled_pipeline.py). Per domain, one colour: the schedule
+every run's batch iterator, see mixjax/data/pipeline.py). Per domain, one colour: the schedule
 dashed, the realised share of rows solid (a trailing mean over `window` logged steps, since a
 single batch holds whole rows).
 """
 
 import argparse
 import collections
+import json
 import os
 import re
+import sys
 from typing import Sequence
 from xml.sax import saxutils
 
 import numpy as np
 
-from mixjax.training import metrics as metrics_lib
 
 _KEY = re.compile(r"^mixture/(?P<domain>.+)/weight_(?P<kind>scheduled|realised)$")
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -48,8 +49,14 @@ def _trailing_mean(x_N: np.ndarray, window: int) -> np.ndarray:
   return (cumsum_N1[end_N] - cumsum_N1[start_N]) / (end_N - start_N)
 
 
+def _check_window(window: int):
+  if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+    raise PlotInputError(f"window={window!r}: must be an integer >= 1 (logged steps averaged).")
+
+
 def mixture_svg(lines: Sequence[dict], window: int = 20, title: str = "") -> str:
   """The SVG text of the plot (empty axes if no mixture metrics were logged)."""
+  _check_window(window)
   curves = weight_curves(lines)
   steps = np.concatenate([c[0] for d in curves.values() for c in d.values()] or [np.zeros(1)])
   x_max = max(float(steps.max()), 1.0)
@@ -92,23 +99,74 @@ def mixture_svg(lines: Sequence[dict], window: int = 20, title: str = "") -> str
   return "\n".join(out)
 
 
+class PlotInputError(ValueError):
+  """The run directory or its metrics cannot give a mixture plot."""
+
+
+def read_run_metrics(model_dir: str) -> list[dict]:
+  """The lines of MODEL_DIR/metrics.jsonl; a torn last line (a run killed mid-write) is skipped
+  with a warning, any other bad line raises naming it."""
+  path = os.path.join(model_dir, "metrics.jsonl")
+  if not os.path.isdir(model_dir):
+    raise PlotInputError(f"{model_dir!r} is not a directory: give the MODEL_DIR of a training run.")
+  if not os.path.exists(path):
+    raise PlotInputError(f"{path} not found: is {model_dir!r} the MODEL_DIR of a training run "
+                         "that has logged a step?")
+  with open(path) as f:
+    raw = [line for line in f if line.strip()]
+  lines = []
+  for i, line in enumerate(raw, start=1):
+    try:
+      record = json.loads(line)
+      lines.append(record if isinstance(record, dict) and "step" in record else None)
+    except json.JSONDecodeError:
+      lines.append(None)
+    if lines[-1] is None:
+      if i == len(raw):
+        print(f"warning: {path}:{i} is torn (a run killed while writing it?); skipped.",
+              file=sys.stderr)
+        lines.pop()
+      else:
+        raise PlotInputError(f"{path}:{i} is not a JSON object with a 'step': {line[:80]!r}.")
+  return lines
+
+
 def plot_mixture(model_dir: str, out_path: str | None = None, window: int = 20) -> str:
   """Writes the plot of a run's mixture weights; returns its path."""
+  _check_window(window)
+  lines = read_run_metrics(model_dir)
+  if not weight_curves(lines):
+    raise PlotInputError(
+        f"{model_dir}/metrics.jsonl has no mixture/<domain>/weight_* metrics to plot (the run "
+        "logged no training step with mixture accounting yet, or it predates it).")
   out_path = out_path or os.path.join(model_dir, "mixture.svg")
-  svg = mixture_svg(metrics_lib.read_metrics(model_dir), window, title=os.path.basename(
-      os.path.normpath(model_dir)))
+  svg = mixture_svg(lines, window, title=os.path.basename(os.path.normpath(model_dir)))
   with open(out_path, "w") as f:
     f.write(svg)
   return out_path
+
+
+def _positive_int(value: str) -> int:
+  try:
+    number = int(value)
+  except ValueError:
+    number = 0
+  if number < 1:
+    raise argparse.ArgumentTypeError(f"{value!r} is not an integer >= 1")
+  return number
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(prog="mixjax.plots", description=__doc__.splitlines()[0])
   parser.add_argument("model_dir")
   parser.add_argument("--out", default=None, help="SVG path (default: MODEL_DIR/mixture.svg)")
-  parser.add_argument("--window", type=int, default=20, help="logged steps averaged (realised)")
+  parser.add_argument("--window", type=_positive_int, default=20,
+                      help="logged steps averaged (realised), >= 1")
   args = parser.parse_args(argv)
-  print(plot_mixture(args.model_dir, args.out, args.window))
+  try:
+    print(plot_mixture(args.model_dir, args.out, args.window))
+  except (PlotInputError, OSError) as e:
+    parser.exit(2, f"mixjax.plots: error: {e}\n")
 
 
 if __name__ == "__main__":

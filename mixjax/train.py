@@ -11,6 +11,8 @@ and bindings: the built-in tasks are registered again once every binding is pars
 import sys
 
 from mixjax import gin_utils
+from mixjax import user_errors
+from mixjax.training import checkpoints
 from mixjax.training import loop
 import mixjax_tasks
 
@@ -22,7 +24,13 @@ def configure(argv) -> None:
 
 
 def main(argv=None):
-  configure(sys.argv[1:] if argv is None else argv)
+  argv = sys.argv[1:] if argv is None else argv
+  return user_errors.run_binary(lambda: _configure_and_train(argv), prog="mixjax.train",
+                                expected=(checkpoints.CorruptCheckpointError,))
+
+
+def _configure_and_train(argv):
+  configure(argv)
   return loop.train()
 
 

@@ -15,6 +15,7 @@ BASE = {"vocab", "gin_utils"}
 ALLOWED = {
     "vocab": set(),
     "gin_utils": set(),
+    "user_errors": set(),  # how binaries end on an error; imported by binaries only
     "kernels": set(),
     "data": {"vocab"},
     "mixing": {"data", "vocab"},

@@ -15,6 +15,7 @@ import os
 import zlib
 from typing import Callable, Iterable, Mapping, Sequence
 
+import gin
 import seqio
 import tensorflow as tf
 
@@ -44,6 +45,10 @@ class TaskSpec:
     long_documents: `split` (documents longer than a row become row-sized pieces, every token
       is trained on) or `trim` (one example per record, e.g. an ICLM context).
     shuffle_buffer_size: SeqIO's shuffle buffer for this task.
+    max_example_tokens: for a `trim` task, the most byte-vocabulary tokens one example holds
+      (e.g. an ICLM context); a run whose rows are shorter is refused (`check_rows_fit`).
+    mean_example_tokens: their mean, for the share of tokens a shorter row would trim.
+    trim_fix: how to make the examples shorter, for that error.
   """
   name: str
   source: seqio.DataSource
@@ -53,6 +58,9 @@ class TaskSpec:
   tokenize: tuple | None = None
   long_documents: str = "split"
   shuffle_buffer_size: int = 10_000
+  max_example_tokens: int | None = None
+  mean_example_tokens: float | None = None
+  trim_fix: str = ""
 
   def __post_init__(self):
     if not self.domain:
@@ -146,6 +154,32 @@ def task_names(mixture_or_task_name: str) -> list[str]:
   return [t.name for t in tasks]
 
 
+class ExamplesTrimmedError(ValueError):
+  """A task's whole examples (trimmed, never split) are longer than the run's rows."""
+
+
+def check_rows_fit(mixture_or_task_name: str, row_length: int,
+                   vocab: vocab_lib.VocabConfig = DEFAULT_VOCAB) -> None:
+  """Raises `ExamplesTrimmedError` if a `trim` task of the mixture has examples longer than the
+  run's rows: their tails would be cut off silently. Checked for the byte vocabulary, which the
+  declared lengths count in (other vocabularies give fewer tokens per byte)."""
+  if vocab.kind != DEFAULT_VOCAB.kind:
+    return
+  for name in task_names(mixture_or_task_name):
+    spec = get(name)
+    longest = spec.max_example_tokens
+    if spec.long_documents != "trim" or longest is None or longest <= row_length:
+      continue
+    mean = spec.mean_example_tokens or longest
+    lost = max(0.0, 1.0 - row_length / mean)
+    raise ExamplesTrimmedError(
+        f"Task {name!r} trains whole examples of up to {longest} tokens (mean {mean:.0f}), but "
+        f"rows hold {row_length} (TASK_FEATURE_LENGTHS['targets']): each example would be "
+        f"trimmed to the row and about {lost:.0%} of its tokens would never reach the model. Set "
+        f"--gin.TASK_FEATURE_LENGTHS=\"{{'targets': {longest}}}\""
+        f"{f', or {spec.trim_fix.format(row_length=row_length)}' if spec.trim_fix else ''}.")
+
+
 def register_mixture(name: str, rates: Mapping[str, float] | Sequence[tuple[str, float]]
                      ) -> seqio.Mixture:
   """Registers (replacing any same-named one) a SeqIO mixture over registered spec names."""
@@ -174,6 +208,33 @@ class JsonlFormatError(ValueError):
   """A line of a JSONL corpus file is not a JSON object with a string text field."""
 
 
+_MAX_QUOTED_LINES = 10  # bad lines quoted in one JsonlFormatError
+
+
+def _parse_jsonl_line(raw: bytes, text_key: str) -> tuple[str | None, str | None]:
+  """`(text, None)` for a good line, `(None, reason)` for a bad one."""
+  try:
+    record = json.loads(raw.decode("utf-8"))
+  except UnicodeDecodeError as e:
+    return None, f"not valid UTF-8 JSON ({e.reason} at byte {e.start})"
+  except json.JSONDecodeError as e:
+    return None, f"not valid UTF-8 JSON ({e.msg} at column {e.colno})"
+  if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
+    got = (f"fields {sorted(record)[:6]}" if isinstance(record, dict)
+           else f"a JSON {type(record).__name__}")
+    return None, f"expected a JSON object with a string {text_key!r} field, got {got}"
+  return record[text_key], None
+
+
+def _bad_lines_message(bad: Sequence[tuple[str, str]], text_key: str) -> str:
+  quoted = "\n".join(f"  {where}: {reason}" for where, reason in bad[:_MAX_QUOTED_LINES])
+  more = (f"\n  ... and {len(bad) - _MAX_QUOTED_LINES} more"
+          if len(bad) > _MAX_QUOTED_LINES else "")
+  return (f"{len(bad)} bad JSONL line(s):\n{quoted}{more}\nEach line must be one UTF-8 JSON "
+          f"object with a string {text_key!r} field: fix or remove these lines (or set text_key= "
+          "to the field that holds the text).")
+
+
 def read_jsonl_texts(paths: Iterable[str], text_key: str = "text") -> Iterable[str]:
   """Yields `record[text_key]` from JSONL files; a bad line raises naming file, line and fix."""
   for path in paths:
@@ -181,35 +242,100 @@ def read_jsonl_texts(paths: Iterable[str], text_key: str = "text") -> Iterable[s
       for line_no, raw in enumerate(f, start=1):
         if not raw.strip():
           continue
-        where = f"{path}:{line_no}"
-        try:
-          record = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-          raise JsonlFormatError(f"{where}: not valid UTF-8 JSON ({e}). Each line must be one JSON "
-                                 "object; fix or remove the line.") from None
-        if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
-          raise JsonlFormatError(f"{where}: expected a JSON object with a string {text_key!r} "
-                                 "field; set text_key= to the field holding the text.")
-        yield record[text_key]
+        text, reason = _parse_jsonl_line(raw, text_key)
+        if reason is not None:
+          raise JsonlFormatError(_bad_lines_message([(f"{path}:{line_no}", reason)], text_key))
+        yield text
 
 
-def jsonl_source(files: Mapping[str, Sequence[str]], text_key: str = "text",
-                 where: str = "jsonl_source") -> seqio.DataSource:
-  """A source over local JSONL files: `files` maps split -> list of paths (globs ok)."""
-  resolved = {}
-  for split, patterns in files.items():
-    paths = sorted(p for pattern in patterns for p in tf.io.gfile.glob(os.fspath(pattern)))
-    if not paths:
-      raise FileNotFoundError(f"{where} split {split!r}: no files match {list(patterns)}.")
-    resolved[split] = paths
+def check_jsonl_files(paths: Sequence[str], text_key: str = "text", where: str = "JSONL") -> int:
+  """Reads every line of `paths` in plain Python; returns the number of records.
 
-  def dataset_fn(split, shuffle_files, seed=None):
+  Raises `JsonlFormatError` listing every bad line (file:line and why) at once, or naming the
+  files when they hold no record at all, so that nothing reaches tf.data unchecked.
+  """
+  bad, records = [], 0
+  for path in paths:
+    with tf.io.gfile.GFile(path, "rb") as f:
+      for line_no, raw in enumerate(f, start=1):
+        if raw.strip():
+          _, reason = _parse_jsonl_line(raw, text_key)
+          if reason is None:
+            records += 1
+          else:
+            bad.append((f"{path}:{line_no}", reason))
+  if bad:
+    raise JsonlFormatError(f"{where}: " + _bad_lines_message(bad, text_key))
+  if not records:
+    raise JsonlFormatError(f"{where}: {list(paths)} hold no records (empty files); give files "
+                           f"with at least one JSON line holding {text_key!r}.")
+  return records
+
+
+_CHECKED_FILES: set[tuple] = set()  # (path, size, mtime, text_key) read clean in this process
+
+
+def _check_once(paths: Sequence[str], text_key: str, where: str):
+  key = tuple((p, *_size_and_mtime(p)) for p in paths) + (text_key,)
+  if key not in _CHECKED_FILES:
+    check_jsonl_files(paths, text_key, where)
+    _CHECKED_FILES.add(key)
+
+
+def _size_and_mtime(path: str) -> tuple[int, int]:
+  stat = tf.io.gfile.stat(path)
+  return stat.length, stat.mtime_nsec
+
+
+class JsonlSource(seqio.FunctionDataSource):
+  """A source over local JSONL files, `{split: [paths]}` (globs resolved when it is made).
+
+  Each split's files are checked line by line (`check_jsonl_files`) before a dataset is built
+  from them, in the calling thread, once per process: a bad line fails there with one message,
+  never inside tf.data. `check()` checks every split up front (`check_sources`).
+  """
+
+  def __init__(self, files: Mapping[str, Sequence[str]], text_key: str = "text",
+               where: str = "jsonl_source"):
+    if isinstance(files, str) or not isinstance(files, Mapping):
+      raise TypeError(f"{where}: files must map split -> list of paths, e.g. "
+                      f"{{'train': ['/data/train.jsonl']}}; got {files!r}.")
+    self.paths, self.text_key, self.where = {}, text_key, where
+    for split, patterns in files.items():
+      patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+      paths = sorted(p for pattern in patterns for p in tf.io.gfile.glob(os.fspath(pattern)))
+      if not paths:
+        raise FileNotFoundError(f"{where} split {split!r}: no files match {patterns}; check the "
+                                "paths (globs are expanded with tf.io.gfile.glob).")
+      self.paths[split] = paths
+    super().__init__(self._dataset, splits=tuple(self.paths))
+
+  def check(self, split: str | None = None) -> None:
+    for name in [split] if split else self.paths:
+      _check_once(self.paths[name], self.text_key, f"{self.where} split {name!r}")
+
+  def _dataset(self, split, shuffle_files, seed=None):
     del shuffle_files, seed
-    paths = resolved[split]
+    self.check(split)
+    paths, text_key = self.paths[split], self.text_key
     return tf.data.Dataset.from_generator(
         lambda: ({"text": t} for t in read_jsonl_texts(paths, text_key)),
         output_signature={"text": tf.TensorSpec((), tf.string)})
-  return seqio.FunctionDataSource(dataset_fn, splits=tuple(resolved))
+
+
+def jsonl_source(files: Mapping[str, Sequence[str]], text_key: str = "text",
+                 where: str = "jsonl_source") -> JsonlSource:
+  """A source over local JSONL files: `files` maps split -> list of paths (globs ok)."""
+  return JsonlSource(files, text_key, where)
+
+
+def check_sources(mixture_or_task_name: str) -> None:
+  """Checks, in plain Python, the files of every task of a mixture whose source can check
+  itself (JSONL): every bad line is reported before any tf.data pipeline is built."""
+  for name in task_names(mixture_or_task_name):
+    source = get(name).source
+    if hasattr(source, "check"):
+      source.check()
 
 
 def register_jsonl_task(name: str, files: Mapping[str, Sequence[str]], text_key: str = "text",
@@ -217,6 +343,20 @@ def register_jsonl_task(name: str, files: Mapping[str, Sequence[str]], text_key:
   """Registers a task over local JSONL files: `files` maps split -> list of paths (globs ok)."""
   return register(TaskSpec(name, jsonl_source(files, text_key, f"Task {name!r}"),
                            domain=domain))
+
+
+@gin.configurable
+def jsonl_task(train: Sequence[str] = gin.REQUIRED, validation: Sequence[str] = (),
+               name: str = "mixjax_jsonl", text_key: str = "text", domain: str = "") -> str:
+  """Registers a task over local JSONL files and returns its name, for gin:
+
+    MIXTURE_OR_TASK_NAME = @jsonl_task()
+    jsonl_task.train = ['/data/train-*.jsonl']
+    jsonl_task.validation = ['/data/validation.jsonl']   # optional: per-domain eval loss
+  """
+  files = {"train": train, **({"validation": validation} if validation else {})}
+  register_jsonl_task(name, files, text_key=text_key, domain=domain)
+  return name
 
 
 class _TfdsSource(seqio.TfdsDataSource):

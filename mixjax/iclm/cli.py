@@ -27,13 +27,68 @@ import mixjax.inference.embedder  # noqa: F401  (registers --embedder checkpoint
 def _inputs(value: str) -> tuple[str, ...]:
   paths = []
   for item in filter(None, value.split(",")):
-    paths.extend(sorted(glob.glob(item)) if glob.has_magic(item) else [item])
+    if glob.has_magic(item):
+      matched = sorted(glob.glob(item))
+      if not matched:
+        raise argparse.ArgumentTypeError(f"no files match {item!r} (quote globs so the shell "
+                                         "leaves them to mixjax)")
+      paths.extend(matched)
+    else:
+      paths.append(item)  # existence is checked when the run starts (stages.check_inputs)
+  if not paths:
+    raise argparse.ArgumentTypeError("no input files given")
   return tuple(paths)
 
 
 def _worker(value: str) -> stages.Worker:
-  index, _, count = value.partition("/")
-  return stages.Worker(int(index), int(count))
+  index, sep, count = value.partition("/")
+  try:
+    return stages.Worker(int(index), int(count))
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"{value!r}: expected I/N with 0 <= I < N (worker I of N), e.g. 0/2 and 1/2"
+        f"{'' if sep else ' (the /N is missing)'}") from None
+
+
+def _at_least(minimum: int):
+  def parse(value: str) -> int:
+    try:
+      number = int(value)
+    except ValueError:
+      number = minimum - 1
+    if number < minimum:
+      raise argparse.ArgumentTypeError(f"{value!r} is not an integer >= {minimum}")
+    return number
+  return parse
+
+
+_positive = _at_least(1)
+
+
+def _similarity(value: str) -> float:
+  try:
+    number = float(value)
+  except ValueError:
+    number = float("nan")
+  if not -1.0 <= number <= 1.0:
+    raise argparse.ArgumentTypeError(f"{value!r} is not a cosine similarity in [-1, 1] "
+                                     "(e.g. 0.95)")
+  return number
+
+
+# A context that holds this few documents on average makes ordering (nearly) pointless.
+_FEW_DOCS_PER_CONTEXT = 1.2
+
+
+def context_warning(report: dict, context_tokens: int) -> str | None:
+  """A warning when `--context_tokens` leaves about one document per context."""
+  documents, contexts = report.get("documents") or 0, report.get("contexts") or 0
+  if documents < 2 or not contexts or documents / contexts >= _FEW_DOCS_PER_CONTEXT:
+    return None
+  mean = (report.get("mean_context_tokens") or 0) * contexts / documents
+  return (f"warning: --context_tokens {context_tokens} gives {documents / contexts:.2f} documents "
+          f"per context (documents average {mean:.0f} tokens), so the order has almost no effect "
+          f"on training; use --context_tokens of several documents, e.g. {int(4 * mean)}.")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -46,25 +101,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   p.add_argument("--embedder_path", default="", help="; ".join(
       f"{s.name}: {s.path}" for s in sorted(stages.EMBEDDERS.values(), key=lambda s: s.name)
       if s.path))
-  p.add_argument("--dim", type=int, default=d.dim, help="hashed embedding width")
-  p.add_argument("--fit_docs", type=int, default=d.fit_docs, help="IDF sample size")
-  p.add_argument("--k", type=int, default=d.k, help="neighbours per document")
+  p.add_argument("--dim", type=_positive, default=d.dim, help="hashed embedding width")
+  p.add_argument("--fit_docs", type=_positive, default=d.fit_docs, help="IDF sample size")
+  p.add_argument("--k", type=_positive, default=d.k, help="neighbours per document")
   p.add_argument("--index", default=d.index.kind, choices=("auto",) + knn.INDEX_KINDS)
-  p.add_argument("--nlist", type=int, default=d.index.nlist, help="IVF lists (0: ~4 sqrt(N))")
-  p.add_argument("--nprobe", type=int, default=d.index.nprobe, help="IVF lists searched")
-  p.add_argument("--min_path_docs", type=int, default=d.min_path_docs)
-  p.add_argument("--context_tokens", type=int, default=d.context_tokens)
+  p.add_argument("--nlist", type=_at_least(0), default=d.index.nlist,
+                 help="IVF lists (0: ~4 sqrt(N))")
+  p.add_argument("--nprobe", type=_positive, default=d.index.nprobe, help="IVF lists searched")
+  p.add_argument("--min_path_docs", type=_positive, default=d.min_path_docs)
+  p.add_argument("--context_tokens", type=_positive, default=d.context_tokens)
   p.add_argument("--order", default=d.order, choices=stages.ORDERS,
                  help="iclm: related documents together; random: the baseline (same contexts "
                       "and output format, documents in a seeded random order)")
-  p.add_argument("--dedup_threshold", type=float, default=None,
+  p.add_argument("--dedup_threshold", type=_similarity, default=None,
                  help="drop documents at least this similar to the previous one (default: off)")
-  p.add_argument("--shard_lines", type=int, default=d.shard_lines)
-  p.add_argument("--output_shard_docs", type=int, default=d.output_shard_docs)
+  p.add_argument("--shard_lines", type=_positive, default=d.shard_lines)
+  p.add_argument("--output_shard_docs", type=_positive, default=d.output_shard_docs)
   p.add_argument("--skip_bad_records", action="store_true",
                  help="count and skip bad lines and repeated ids instead of stopping")
-  p.add_argument("--seed", type=int, default=d.seed)
-  p.add_argument("--threads", type=int, default=d.threads)
+  p.add_argument("--seed", type=_at_least(0), default=d.seed)
+  p.add_argument("--threads", type=_positive, default=d.threads)
   p.add_argument("--until", default="write", choices=stages.STAGES, help="last stage to run")
   p.add_argument("--worker", type=_worker, default=stages.Worker(),
                  help="I/N: this worker's shards")
@@ -90,7 +146,10 @@ def config_from_args(args: argparse.Namespace) -> stages.IclmConfig:
 
 
 def main(argv: list[str]) -> int:
-  args = parse_args(argv)
+  try:
+    args = parse_args(argv)
+  except SystemExit as e:  # argparse printed what is wrong; return its status like other errors
+    return e.code if isinstance(e.code, int) else 2
   config = config_from_args(args)
   try:
     if args.runner == "beam":
@@ -105,6 +164,9 @@ def main(argv: list[str]) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   if report is not None:
+    warning = context_warning(report, config.context_tokens)
+    if warning:
+      print(warning, file=sys.stderr)
     print(json.dumps({k: report[k] for k in ("order", "documents", "contexts",
                                               "adjacent_similarity", "random_order_similarity")} |
                      {"skipped": report["skipped"]["total"]}, indent=1))

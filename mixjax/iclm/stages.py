@@ -85,9 +85,20 @@ class IclmConfig:
     fields = dataclasses.asdict(self)
     for key in ("output_dir", "threads", "progress"):
       fields.pop(key)
+    # Every input counts (a missing one raises here): a fingerprint without it would refuse the
+    # corrected rerun.
+    check_inputs(self.inputs)
     fields["inputs"] = [[os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns]
-                        for p in self.inputs if os.path.exists(p)]
+                        for p in self.inputs]
     return json.loads(json.dumps(fields))
+
+
+def check_inputs(paths: Sequence[str]) -> None:
+  """Raises FileNotFoundError naming every input that is not a file."""
+  missing = [p for p in paths if not os.path.isfile(p)]
+  if missing:
+    raise FileNotFoundError(f"Input file(s) not found: {', '.join(missing)}. Pass existing JSONL "
+                            "files, comma-separated (globs ok).")
 
 
 @dataclasses.dataclass(frozen=True)

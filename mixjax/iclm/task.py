@@ -121,9 +121,28 @@ def register_iclm_task(name: str, output_dir: str, shuffle_buffer_size: int = 1_
                        domain: str = "") -> lm_tasks.TaskSpec:
   """Registers (replacing any same-named task) the task over an ICLM output dir: one example
   per context (trimmed to the row, never split), reported under `domain` (default: `name`)."""
+  longest, mean = context_lengths(output_dir)
   return lm_tasks.register(lm_tasks.TaskSpec(
       name, context_source(output_dir), domain=domain, tokenize=(tokenize_context,),
-      long_documents="trim", shuffle_buffer_size=shuffle_buffer_size))
+      long_documents="trim", shuffle_buffer_size=shuffle_buffer_size,
+      max_example_tokens=longest, mean_example_tokens=mean,
+      trim_fix=f"rerun `python -m mixjax.iclm` into a new --output with --context_tokens "
+               "{row_length}"))
+
+
+def context_lengths(output_dir: str) -> tuple[int | None, float | None]:
+  """The `--context_tokens` an ICLM output was cut with, and its contexts' mean length (byte
+  tokens), from the run's recorded config and report; None where they are not recorded."""
+  config_path = os.path.join(output_dir, "stages", "config.json")
+  report_path = os.path.join(output_dir, stages.REPORT)
+  longest = mean = None
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      longest = json.load(f).get("context_tokens")
+  if os.path.exists(report_path):
+    with open(report_path) as f:
+      mean = json.load(f).get("mean_context_tokens")
+  return longest, mean
 
 
 @gin.configurable

@@ -24,6 +24,7 @@ import functools
 import json
 import logging
 import pathlib
+import shutil
 from collections.abc import Iterator, Sequence
 
 import tqdm
@@ -148,6 +149,27 @@ def _check_out_dir(out_dir: pathlib.Path) -> None:
                      "(it is created if missing).")
 
 
+CORPUS_ENTRIES = SPLITS + ("probes", "manifest.json")  # what write_corpus writes into --out
+
+
+def _check_empty_or_overwrite(out_dir: pathlib.Path, overwrite: bool) -> None:
+  """The CLI never merges into an existing directory: it refuses one that holds files, or
+  (`--overwrite`) deletes the corpus files there first."""
+  entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+  if not entries:
+    return
+  if not overwrite:
+    raise ValueError(f"--out {str(out_dir)!r} is not empty ({', '.join(entries[:5])}"
+                     f"{', ...' if len(entries) > 5 else ''}); choose a new or empty directory, "
+                     "or pass --overwrite to replace the corpus there.")
+  for name in CORPUS_ENTRIES:
+    path = out_dir / name
+    if path.is_dir():
+      shutil.rmtree(path)
+    elif path.exists():
+      path.unlink()
+
+
 def _write_jsonl(path: pathlib.Path, records, progress: tqdm.tqdm | None = None) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   with path.open("w") as f:
@@ -216,6 +238,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                       default=CorpusConfig.validation_fraction)
   parser.add_argument("--probes", type=int, default=CorpusConfig.num_probes,
                       help="probes per probe domain")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace the corpus in a non-empty --out (its train/, validation/, "
+                           "probes/ and manifest.json; nothing else there is touched)")
   args = parser.parse_args(argv)
   try:
     config = CorpusConfig(
@@ -223,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         num_probes=args.probes,
         domain_weights=_parse_weights(args.weights) if args.weights else DEFAULT_WEIGHTS)
     _check_out_dir(pathlib.Path(args.out))
+    _check_empty_or_overwrite(pathlib.Path(args.out), args.overwrite)
   except ValueError as e:
     parser.error(str(e))
   manifest = write_corpus(args.out, config)

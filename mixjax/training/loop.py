@@ -7,6 +7,7 @@ its own small gin-configurable dataclass; this module only orders the work.
 import dataclasses
 import math
 import os
+import sys
 import time
 from typing import Mapping, Sequence
 
@@ -20,13 +21,16 @@ from mixjax import gin_utils
 from mixjax import vocab as vocab_lib
 from mixjax.data import objectives
 from mixjax.data import pipeline
+from mixjax.data import tasks
 from mixjax.eval import evaluator as evaluation
 from mixjax.mixing import stream
 from mixjax.models import transformer
 from mixjax.training import checkpoints
+from mixjax.training import config_checks
 from mixjax.training import metrics as metrics_lib
 from mixjax.training import optim
 from mixjax.training import partitioning
+from mixjax.training import run_dir
 from mixjax.training import trainer
 
 
@@ -65,6 +69,12 @@ def _sized_for(model: transformer.TransformerConfig, data: pipeline.DataConfig
   return model
 
 
+def _announce(message: str):
+  """A line on the console (and in the log) that a user must see, e.g. that a run resumed."""
+  logging.info(message)
+  print(message, file=sys.stderr, flush=True)
+
+
 def _format_eval(metrics: dict) -> str:
   return "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()))
 
@@ -100,11 +110,14 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
   eval_config = eval_config or evaluation.EvalConfig()
   mixing = mixing or stream.MixingConfig()
   gin_utils.check_required(run, data)
+  config_checks.check_run_values(run, data, checkpoint, eval_config, optimizer)
   objectives.get(data.objective).check(data.feature_converter, model.architecture)
+  tasks.check_sources(data.mixture_or_task_name)
+  tasks.check_rows_fit(data.mixture_or_task_name, data.row_length, data.vocab)
   model = _sized_for(model, data)
-  os.makedirs(run.model_dir, exist_ok=True)
-  checkpoints.write_run_configs(run.model_dir, model=model, data=data, optimizer=optimizer,
-                                run=run)
+  run_dir.prepare(run.model_dir)
+  if not checkpoint.restore:
+    run_dir.check_fresh_start(run.model_dir, checkpoint.overwrite)
 
   device_mesh = partitioning.make_mesh(mesh)
   if data.batch_size % partitioning.data_parallel_size(device_mesh):
@@ -118,17 +131,24 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
 
   latest = ckpt.latest_step() if checkpoint.restore else None
   if latest is not None:
+    run_dir.check_same_run(run.model_dir, model, data)  # before restoring or rewriting anything
     abstract, shardings = trainer.abstract_state_and_shardings(
         decoder, tx, device_mesh, mesh.rules, init_shape)
     state, data_state = ckpt.restore(latest, abstract)
     batches = stream.make_batch_iterator(data, run.seed, shard_info, run.train_steps,
                                          state=data_state, mixing=mixing)
-    logging.info("Resumed from step %d (%s).", latest, ckpt.directory)
+    dropped = run_dir.drop_metrics_after(run.model_dir, latest) if jax.process_index() == 0 else 0
+    _announce(f"Resuming from step {latest} of {run.train_steps} in {run.model_dir} "
+              f"(checkpoint {ckpt.directory}/{latest}"
+              f"{f'; dropped {dropped} metrics lines past it' if dropped else ''}).")
   else:
     state, shardings = trainer.create_state(decoder, tx, device_mesh, mesh.rules, init_shape,
                                             run.seed)
     batches = stream.make_batch_iterator(data, run.seed, shard_info, run.train_steps,
                                          mixing=mixing)
+
+  checkpoints.write_run_configs(run.model_dir, model=model, data=data, optimizer=optimizer,
+                                run=run)  # only once the run directory is known to be this run's
 
   step_fn = trainer.make_train_step(decoder, tx, device_mesh, mesh.rules, shardings)
   evaluator = evaluation.Evaluator(decoder, device_mesh, mesh.rules, data, eval_config,
@@ -157,11 +177,12 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
       writer.write(step, {**values, **batches.step_metrics(step)})
     return values
 
-  def evaluate(step):
+  def evaluate(step, unless_logged=False):
     eval_metrics = evaluator.evaluate(state.params)
     if not eval_metrics:  # no validation split and no probes (e.g. an ICLM task)
       return {}
-    writer.write(step, eval_metrics)
+    if not (unless_logged and set(eval_metrics) <= run_dir.logged_keys(run.model_dir, step)):
+      writer.write(step, eval_metrics)
     progress.write(f"step {step}: {_format_eval(eval_metrics)}")
     return eval_metrics
 
@@ -188,7 +209,7 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
     if pending is not None:
       last.update(log_train(*pending))
     if start_step >= end_step:
-      last.update(evaluate(start_step))
+      last.update(evaluate(start_step, unless_logged=True))  # a finished run: no second line
   finally:
     progress.close()
     writer.close()
