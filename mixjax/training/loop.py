@@ -102,9 +102,11 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
   gin_utils.check_required(run, data)
   objectives.get(data.objective).check(data.feature_converter, model.architecture)
   model = _sized_for(model, data)
+  writes_run_dir = jax.process_index() == 0  # every host trains and saves; one writes the files
   os.makedirs(run.model_dir, exist_ok=True)
-  checkpoints.write_run_configs(run.model_dir, model=model, data=data, optimizer=optimizer,
-                                run=run)
+  if writes_run_dir:
+    checkpoints.write_run_configs(run.model_dir, model=model, data=data, optimizer=optimizer,
+                                  run=run)
 
   device_mesh = partitioning.make_mesh(mesh)
   if data.batch_size % partitioning.data_parallel_size(device_mesh):
@@ -133,9 +135,11 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
   step_fn = trainer.make_train_step(decoder, tx, device_mesh, mesh.rules, shardings)
   evaluator = evaluation.Evaluator(decoder, device_mesh, mesh.rules, data, eval_config,
                                   extra_probes=extra_probes)
-  writer = metrics_lib.MetricsWriter(run.model_dir)
+  writer = (metrics_lib.MetricsWriter(run.model_dir) if writes_run_dir
+            else metrics_lib.NullMetricsWriter())
   start_step = int(state.step)
-  progress = tqdm(total=run.train_steps, initial=start_step, disable=not run.progress_bar,
+  progress = tqdm(total=run.train_steps, initial=start_step,
+                  disable=not (run.progress_bar and writes_run_dir),
                   desc="train", unit="step", dynamic_ncols=True)
   last = {}
   pending = None  # (step, metrics): read one step late so the device never waits on the host
@@ -162,7 +166,8 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
     if not eval_metrics:  # no validation split and no probes (e.g. an ICLM task)
       return {}
     writer.write(step, eval_metrics)
-    progress.write(f"step {step}: {_format_eval(eval_metrics)}")
+    if writes_run_dir:
+      progress.write(f"step {step}: {_format_eval(eval_metrics)}")
     return eval_metrics
 
   try:
@@ -173,7 +178,7 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
         last.update(log_train(*pending))
       pending = (step, step_metrics)
       progress.update(1)
-      if step == start_step + 1:
+      if step == start_step + 1 and writes_run_dir:
         _write_operative_config(run.model_dir)
       final = step == end_step
       evaluate_now = final or (eval_config.period and step % eval_config.period == 0)
@@ -193,5 +198,6 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
     progress.close()
     writer.close()
     ckpt.close()
-  _write_operative_config(run.model_dir)
+  if writes_run_dir:
+    _write_operative_config(run.model_dir)
   return last
