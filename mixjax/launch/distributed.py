@@ -12,6 +12,7 @@ import dataclasses
 import glob
 from absl import logging
 import os
+import sys
 from typing import Mapping
 
 import jax
@@ -132,8 +133,10 @@ def initialize(config: DistributedConfig | None = None,
     logging.info("jax.distributed from the %s environment (jax's cluster detection).",
              "SLURM" if branch == BRANCH_SLURM else "TPU VM")
     jax.distributed.initialize(**timeouts)
-  logging.info("Process %d of %d; %d local of %d global devices.", jax.process_index(),
-           jax.process_count(), jax.local_device_count(), jax.device_count())
+  # One console line per process (absl's INFO is hidden outside absl.app): which branch, who we are.
+  print(f"mixjax: jax.distributed from {branch}: process {jax.process_index()} of "
+        f"{jax.process_count()}, {jax.local_device_count()} local of {jax.device_count()} devices.",
+        file=sys.stderr, flush=True)
   return branch
 
 
