@@ -129,6 +129,7 @@ def initialize(config: DistributedConfig | None = None,
              config.num_processes, config.coordinator_address)
     jax.distributed.initialize(config.coordinator_address, config.num_processes,
                                config.process_id, **timeouts)
+    check_layout(expected_processes=config.num_processes)
   else:
     logging.info("jax.distributed from the %s environment (jax's cluster detection).",
              "SLURM" if branch == BRANCH_SLURM else "TPU VM")
