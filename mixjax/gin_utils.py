@@ -25,10 +25,16 @@ def split_gin_overrides(argv):
   return bindings, rest
 
 
-def parse_and_bind(argv, prog: str):
-  """Parses `--gin_file`, `--gin_search_paths`, `--gin_bindings` and `--gin.X=Y`; binds gin."""
+def parse_and_bind(argv, prog: str, add_flags=None):
+  """Parses `--gin_file`, `--gin_search_paths`, `--gin_bindings` and `--gin.X=Y`; binds gin.
+
+  `add_flags(parser)` adds a binary's own flags (e.g. the multi-process ones); the parsed
+  arguments are returned.
+  """
   bindings, rest = split_gin_overrides(argv)
   parser = argparse.ArgumentParser(prog=prog)
+  if add_flags is not None:
+    add_flags(parser)
   parser.add_argument("--gin_file", action="append", default=[], help="gin file (repeatable)")
   parser.add_argument("--gin_search_paths", default="", help="comma-separated include dirs")
   parser.add_argument("--gin_bindings", action="append", default=[], help="NAME=VALUE binding")

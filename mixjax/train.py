@@ -4,6 +4,8 @@
 
 Later `--gin_file`s override earlier ones; `--gin.NAME=VALUE` binds after all files;
 `--gin_search_paths` lists directories for relative includes (the repo's `gin/` is always on it).
+Multi-process runs add `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (not
+needed under SLURM or on a TPU VM); only process 0 writes the run directory's files.
 Task bindings (e.g. `--gin.register_synthetic.num_docs=2000`) apply whatever the order of imports
 and bindings: the built-in tasks are registered again once every binding is parsed.
 """
@@ -12,6 +14,7 @@ import sys
 
 from mixjax import gin_utils
 from mixjax import user_errors
+from mixjax.launch import distributed
 from mixjax.training import checkpoints
 from mixjax.training import loop
 import mixjax_tasks
@@ -19,7 +22,8 @@ import mixjax_tasks
 
 def configure(argv) -> None:
   """Parses the gin flags and registers the built-in tasks with the bindings they give."""
-  gin_utils.parse_and_bind(argv, prog="mixjax.train")
+  args = gin_utils.parse_and_bind(argv, prog="mixjax.train", add_flags=distributed.add_flags)
+  distributed.initialize(distributed.config_from_args(args))
   mixjax_tasks.register_all()
 
 

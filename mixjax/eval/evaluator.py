@@ -14,6 +14,7 @@ import flax.linen as nn
 import gin
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mixjax.data import pipeline
 from mixjax.data import tasks
@@ -116,14 +117,17 @@ class Evaluator:
     def sums(params, batch):
       loss_BT, weights_BT = trainer.token_losses(model, params, batch)
       return (loss_BT * weights_BT).sum(axis=1), weights_BT.sum(axis=1)
-    self._sums = jax.jit(sums)
+    # Replicated outputs: every host can read all rows' sums (metrics are the same on each).
+    self._sums = jax.jit(sums, out_shardings=NamedSharding(mesh, P()))
+    self._host_rows = partitioning.host_rows(mesh, self._rows)
 
   def _row_sums(self, params, batch):
     """Per-row (summed loss, summed weight) over a batch of any number of rows."""
     losses, weights = [], []
     for piece, n in _chunks(batch, self._rows):
+      local = {k: v[self._host_rows] for k, v in piece.items()}  # this host's devices' rows
       with self._mesh, nn.logical_axis_rules(self._rules):
-        loss_N, weight_N = self._sums(params, trainer.global_batch(self._mesh, piece))
+        loss_N, weight_N = self._sums(params, trainer.global_batch(self._mesh, local))
       losses.append(np.asarray(loss_N)[:n])
       weights.append(np.asarray(weight_N)[:n])
     return np.concatenate(losses), np.concatenate(weights)

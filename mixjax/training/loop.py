@@ -115,9 +115,10 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
   tasks.check_sources(data.mixture_or_task_name)
   tasks.check_rows_fit(data.mixture_or_task_name, data.row_length, data.vocab)
   model = _sized_for(model, data)
+  writes_run_dir = jax.process_index() == 0  # every host trains and saves; one writes the files
   run_dir.prepare(run.model_dir)
   if not checkpoint.restore:
-    run_dir.check_fresh_start(run.model_dir, checkpoint.overwrite)
+    run_dir.check_fresh_start(run.model_dir, checkpoint.overwrite and writes_run_dir)
 
   device_mesh = partitioning.make_mesh(mesh)
   if data.batch_size % partitioning.data_parallel_size(device_mesh):
@@ -137,7 +138,7 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
     state, data_state = ckpt.restore(latest, abstract)
     batches = stream.make_batch_iterator(data, run.seed, shard_info, run.train_steps,
                                          state=data_state, mixing=mixing)
-    dropped = run_dir.drop_metrics_after(run.model_dir, latest) if jax.process_index() == 0 else 0
+    dropped = run_dir.drop_metrics_after(run.model_dir, latest) if writes_run_dir else 0
     _announce(f"Resuming from step {latest} of {run.train_steps} in {run.model_dir} "
               f"(checkpoint {ckpt.directory}/{latest}"
               f"{f'; dropped {dropped} metrics lines past it' if dropped else ''}).")
@@ -147,15 +148,18 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
     batches = stream.make_batch_iterator(data, run.seed, shard_info, run.train_steps,
                                          mixing=mixing)
 
-  checkpoints.write_run_configs(run.model_dir, model=model, data=data, optimizer=optimizer,
-                                run=run)  # only once the run directory is known to be this run's
+  if writes_run_dir:  # only once the run directory is known to be this run's
+    checkpoints.write_run_configs(run.model_dir, model=model, data=data, optimizer=optimizer,
+                                  run=run)
 
   step_fn = trainer.make_train_step(decoder, tx, device_mesh, mesh.rules, shardings)
   evaluator = evaluation.Evaluator(decoder, device_mesh, mesh.rules, data, eval_config,
                                   extra_probes=extra_probes)
-  writer = metrics_lib.MetricsWriter(run.model_dir)
+  writer = (metrics_lib.MetricsWriter(run.model_dir) if writes_run_dir
+            else metrics_lib.NullMetricsWriter())
   start_step = int(state.step)
-  progress = tqdm(total=run.train_steps, initial=start_step, disable=not run.progress_bar,
+  progress = tqdm(total=run.train_steps, initial=start_step,
+                  disable=not (run.progress_bar and writes_run_dir),
                   desc="train", unit="step", dynamic_ncols=True)
   last = {}
   pending = None  # (step, metrics): read one step late so the device never waits on the host
@@ -183,7 +187,8 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
       return {}
     if not (unless_logged and set(eval_metrics) <= run_dir.logged_keys(run.model_dir, step)):
       writer.write(step, eval_metrics)
-    progress.write(f"step {step}: {_format_eval(eval_metrics)}")
+    if writes_run_dir:
+      progress.write(f"step {step}: {_format_eval(eval_metrics)}")
     return eval_metrics
 
   try:
@@ -194,7 +199,7 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
         last.update(log_train(*pending))
       pending = (step, step_metrics)
       progress.update(1)
-      if step == start_step + 1:
+      if step == start_step + 1 and writes_run_dir:
         _write_operative_config(run.model_dir)
       final = step == end_step
       evaluate_now = final or (eval_config.period and step % eval_config.period == 0)
@@ -214,5 +219,6 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
     progress.close()
     writer.close()
     ckpt.close()
-  _write_operative_config(run.model_dir)
+  if writes_run_dir:
+    _write_operative_config(run.model_dir)
   return last

@@ -31,6 +31,16 @@ class MetricsWriter:
       self._tb.close()
 
 
+class NullMetricsWriter:
+  """What hosts other than process 0 write: nothing (one host owns the run directory's files)."""
+
+  def write(self, step: int, metrics: dict):
+    del step, metrics
+
+  def close(self):
+    pass
+
+
 def read_metrics(model_dir: str) -> list[dict]:
   """All lines of a run's `metrics.jsonl`."""
   with open(os.path.join(model_dir, "metrics.jsonl")) as f:

@@ -86,3 +86,14 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def data_parallel_size(mesh: Mesh) -> int:
   return int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+
+
+
+def host_rows(mesh: Mesh, num_rows: int) -> slice:
+  """The rows of a `num_rows`-row batch that this process's devices hold (one contiguous block)."""
+  index_map = batch_sharding(mesh).addressable_devices_indices_map((num_rows,))
+  blocks = sorted({s[0].indices(num_rows)[:2] for s in index_map.values()})
+  if any(a[1] != b[0] for a, b in zip(blocks, blocks[1:])):
+    raise ValueError(f"This process's devices hold a non-contiguous part of the batch (mesh "
+                     f"{dict(mesh.shape)}); order the mesh's devices by process.")
+  return slice(blocks[0][0], blocks[-1][1])

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 from typing import Any
 
 from mixjax.training import checkpoints
@@ -49,11 +50,9 @@ def prepare(model_dir: str) -> None:
   except OSError as e:
     raise RunDirError(f"MODEL_DIR {model_dir!r} cannot be created ({e.strerror}): set MODEL_DIR "
                       "to a directory path you can write to.") from None
-  probe = os.path.join(model_dir, ".mixjax_write_probe")
-  try:
-    with open(probe, "w"):
+  try:  # a uniquely named probe: every host of a multi-host run checks at the same time
+    with tempfile.NamedTemporaryFile(dir=model_dir, prefix=".mixjax_write_probe"):
       pass
-    os.remove(probe)
   except OSError as e:
     raise RunDirError(f"MODEL_DIR {model_dir!r} is not writable ({e.strerror}): set MODEL_DIR to "
                       "a directory you can write to, or fix its permissions.") from None
