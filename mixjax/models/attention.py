@@ -5,12 +5,15 @@ backends never receive a T×T array. An implementation that cannot run a case fa
 reference with a logged reason instead of failing or silently changing numbers.
 """
 
+import functools
 from typing import Callable
 
 from absl import logging
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mixjax.kernels import decode_attention as decode_lib
 from mixjax.kernels import flash_attention as flash_lib
 
 AttentionFn = Callable[..., jax.Array]
@@ -58,3 +61,39 @@ def dot_product_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, *, impl=
   except KeyError:
     raise ValueError(f"Unknown attention_impl {impl!r}; valid: {sorted(ATTENTION_IMPLS)}.") from None
   return fn(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, scale=scale)
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding: one query per row against a KV cache.
+
+DECODE_IMPLS = ("auto", "xla", "pallas")
+
+
+def _decode_kernel_or_reference(impl: str):
+  """The decode-attention function for `impl`: `auto` is the Pallas kernel on GPU/TPU and the
+  reference on CPU (where the kernel would run in the Pallas interpreter, far slower)."""
+  if impl not in DECODE_IMPLS:
+    raise ValueError(f"Unknown decode attention impl {impl!r}; valid: {DECODE_IMPLS}.")
+  if impl == "auto":
+    impl = "xla" if jax.default_backend() == "cpu" else "pallas"
+  return (decode_lib.decode_attention if impl == "pallas"
+          else decode_lib.reference_decode_attention)
+
+
+def decode_attention(q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B, *, impl="auto", scale=None):
+  """One decode step: q `[B,H,D]` over cache slots `[0, lengths_B)` of k/v `[B,S,K,D]`.
+
+  On a mesh (`jax.set_mesh`) of more than one device, the kernel runs inside `shard_map` (Mosaic
+  kernels cannot be partitioned automatically): rows split as the logical `batch` axis and heads
+  as `act_heads` / `kv_heads` under the current `nn.logical_axis_rules`, each device attending its
+  own rows and heads. Returns `[B,H,D]` in q's dtype.
+  """
+  fn = functools.partial(_decode_kernel_or_reference(impl), scale=scale)
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or mesh.size == 1:
+    return fn(q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B)
+  spec = lambda *names: nn.logical_to_mesh_axes(names)  # noqa: E731
+  q_spec, kv_spec = spec("batch", "act_heads", None), spec("batch", None, "kv_heads", None)
+  return jax.shard_map(fn, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, spec("batch")),
+                       out_specs=q_spec, check_vma=False)(
+                           q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B)
