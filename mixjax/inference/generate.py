@@ -56,11 +56,12 @@ def _step_inputs(model: nn.Module, tokens_B1, positions_B1) -> dict:
 
 
 def _generate(params, features, key, settings, max_new_B, *, model, max_new_tokens, eos_id,
-              valid_vocab, attention_impl, sampler_impl):
+              valid_vocab, attention_impl, sampler_impl, mesh):
   """Prefill, then up to `max_new_tokens` steps; returns (tokens_BN, num_tokens_B, hit_eos_B)."""
   lengths_B = jnp.sum(features["decoder_segment_ids"] > 0, axis=1, dtype=jnp.int32)
   batch, prompt_len = features["decoder_input_tokens"].shape
   prefill = transformer.Decode("prefill", lengths_B, prompt_len + max_new_tokens, attention_impl)
+  step = transformer.Decode("step", None, impl=attention_impl, mesh=mesh)
   logits_B1V, variables = model.apply({"params": params}, **trainer.model_inputs(features),
                                       decode=prefill, mutable=["cache"])
   # Ids past the vocabulary (the embedding is padded to a multiple of 128) are never drawn.
@@ -79,10 +80,9 @@ def _generate(params, features, key, settings, max_new_B, *, model, max_new_toke
     tokens_BN = tokens_BN.at[:, i].set(token_B)
     hit_eos_B |= ~done_B & (token_B == eos_id)
     done_B |= hit_eos_B | (i + 1 >= max_new_B)
-    step = transformer.Decode("step", lengths_B, impl=attention_impl)
     logits_B1V, variables = model.apply(
         {"params": params, "cache": cache}, **_step_inputs(model, token_B[:, None], lengths_B[:, None]),
-        decode=step, mutable=["cache"])
+        decode=dataclasses.replace(step, lengths_B=lengths_B), mutable=["cache"])
     return (i + 1, key, logits_B1V[:, 0], variables["cache"], lengths_B + 1, done_B, tokens_BN,
             hit_eos_B)
 
@@ -101,16 +101,17 @@ def _generate(params, features, key, settings, max_new_B, *, model, max_new_toke
 class Generator:
   """A model's jitted generation, compiled once per (batch, prompt length) shape.
 
-  Run it under the mesh its parameters live on: `with jax.set_mesh(mesh),
-  nn.logical_axis_rules(rules)` (`mixjax.inference.runner` does).
+  Run it under the mesh its parameters live on, `with mesh, nn.logical_axis_rules(rules)`, and
+  pass that `mesh` here: decode attention places its `shard_map` on it.
   """
 
   def __init__(self, model: nn.Module, params, data: pipeline.DataConfig,
-               attention_impl: str = "auto", sampler_impl: str = "auto"):
+               attention_impl: str = "auto", sampler_impl: str = "auto", mesh=None):
     self.model, self.params, self.data = model, params, data
     vocabulary = data.vocabulary
     self._eos_id, self._valid_vocab = vocabulary.eos_id, vocabulary.vocab_size
     self._impls = (attention_impl, sampling.resolve_impl(sampler_impl))
+    self._mesh = mesh
     self._jitted = {}
 
   def _fn(self, max_new_tokens: int):
@@ -118,7 +119,7 @@ class Generator:
       self._jitted[max_new_tokens] = jax.jit(functools.partial(
           _generate, model=self.model, max_new_tokens=max_new_tokens, eos_id=self._eos_id,
           valid_vocab=self._valid_vocab, attention_impl=self._impls[0],
-          sampler_impl=self._impls[1]))
+          sampler_impl=self._impls[1], mesh=self._mesh))
     return self._jitted[max_new_tokens]
 
   def __call__(self, features: Mapping[str, np.ndarray], config: sampling.SamplingConfig,

@@ -80,17 +80,17 @@ def _decode_kernel_or_reference(impl: str):
           else decode_lib.reference_decode_attention)
 
 
-def decode_attention(q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B, *, impl="auto", scale=None):
+def decode_attention(q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B, *, impl="auto", scale=None,
+                     mesh=None):
   """One decode step: q `[B,H,D]` over cache slots `[0, lengths_B)` of k/v `[B,S,K,D]`.
 
-  On a mesh (`jax.set_mesh`) of more than one device, the kernel runs inside `shard_map` (Mosaic
-  kernels cannot be partitioned automatically): rows split as the logical `batch` axis and heads
-  as `act_heads` / `kv_heads` under the current `nn.logical_axis_rules`, each device attending its
+  On a `mesh` of more than one device the kernel runs inside `shard_map` (Mosaic kernels cannot
+  be partitioned automatically): rows split as the logical `batch` axis and heads as
+  `act_heads` / `kv_heads` under the current `nn.logical_axis_rules`, each device attending its
   own rows and heads. Returns `[B,H,D]` in q's dtype.
   """
   fn = functools.partial(_decode_kernel_or_reference(impl), scale=scale)
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or mesh.size == 1:
+  if mesh is None or mesh.size == 1:
     return fn(q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B)
   spec = lambda *names: nn.logical_to_mesh_axes(names)  # noqa: E731
   q_spec, kv_spec = spec("batch", "act_heads", None), spec("batch", None, "kv_heads", None)

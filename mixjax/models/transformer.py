@@ -72,12 +72,15 @@ class Decode:
   row's last prompt position for the returned logits. `step`: tokens `[B, 1]`, written at slot
   `lengths_B` (and rotated at that position), attending to slots `[0, lengths_B]`.
   `cross_lengths_B` (set by `EncoderDecoder`) bounds cross-attention to the live encoder keys.
+  `impl` picks decode attention (`attention.DECODE_IMPLS`); on a `mesh` of several devices it
+  runs inside `shard_map` there.
   """
   mode: str
   lengths_B: Any
   cache_len: int = 0
-  impl: str = "xla"
+  impl: str = "auto"
   cross_lengths_B: Any = None
+  mesh: Any = None
 
   def __post_init__(self):
     if self.mode not in DECODE_MODES:
@@ -171,7 +174,7 @@ class Attention(nn.Module):
       cache_v.value = cache_v.value.at[rows_B, decode.lengths_B].set(v_B1KD[:, 0])
       lengths_B = decode.lengths_B + 1
     out_BHD = attention_lib.decode_attention(q_B1HD[:, 0], cache_k.value, cache_v.value,
-                                             lengths_B, impl=decode.impl)
+                                             lengths_B, impl=decode.impl, mesh=decode.mesh)
     return out_BHD[:, None]
 
 
