@@ -106,10 +106,12 @@ class Generator:
   """
 
   def __init__(self, model: nn.Module, params, data: pipeline.DataConfig,
-               attention_impl: str = "auto", sampler_impl: str = "auto", mesh=None):
+               attention_impl: str = "auto", sampler_impl: str = "auto", mesh=None,
+               eos_id: int | None = None):
     self.model, self.params, self.data = model, params, data
     vocabulary = data.vocabulary
-    self._eos_id, self._valid_vocab = vocabulary.eos_id, vocabulary.vocab_size
+    self._eos_id = vocabulary.eos_id if eos_id is None else eos_id
+    self._valid_vocab = vocabulary.vocab_size
     self._impls = (attention_impl, sampling.resolve_impl(sampler_impl))
     self._mesh = mesh
     self._jitted = {}
