@@ -14,14 +14,12 @@ IN.jsonl lines: {"prompt": TEXT, "mode"?: MODE}; OUT.jsonl lines: {"prompt", "co
 infilling, UL2's mode tokens) for UL2 runs; an lm run takes none. Prompts are put in the run's
 prompt format (the one its probes are scored in). Greedy is --temperature=0. A prompt longer than
 the model's trained length is an error naming the limit; nothing is truncated or dropped.
-Flags override gin bindings (`InferConfig`, `SamplingConfig`).
+Flags override gin bindings (`runner.InferConfig`, `sampling.SamplingConfig`).
 """
 
 import argparse
 import dataclasses
 import sys
-
-import gin
 
 from mixjax import gin_utils
 from mixjax.inference import decoding
@@ -29,17 +27,6 @@ from mixjax.inference import restore
 from mixjax.inference import runner
 from mixjax.inference import sampling
 from mixjax.training import partitioning
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class InferConfig:
-  model_dir: str | None = None   # gin: CHECKPOINT_PATH (the run's MODEL_DIR)
-  step: int | None = None        # None: the newest checkpoint
-  mode: str | None = None        # None: S2S for UL2 runs, none for lm runs
-  batch_size: int = 16
-  attention_impl: str = "auto"   # decode attention: auto | pallas | xla
-  sampler_impl: str = "auto"     # auto | pallas | xla
 
 
 def infer(model_dir: str, prompts: list[str], mode: str | None = "S2S",
@@ -89,7 +76,7 @@ def main(argv=None):
                              + [f"--gin_search_paths={args.gin_search_paths}"]
                              + [f"--gin_bindings={b}" for b in bindings], prog="mixjax.infer")
   try:
-    config = _override(InferConfig(), args, ("model_dir", "step", "mode", "batch_size"))
+    config = _override(runner.InferConfig(), args, ("model_dir", "step", "mode", "batch_size"))
     settings = _override(sampling.SamplingConfig(), args, (
         "temperature", "top_k", "top_p", "min_p", "seed", "max_new_tokens"))
   except ValueError as e:

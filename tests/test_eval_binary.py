@@ -53,12 +53,16 @@ def test_eval_names_a_missing_checkpoint(run_dir):
       gin.clear_config()
 
 
-def test_infer_runs_a_prompts_file(run_dir, tmp_path):
+def test_infer_runs_a_prompts_file_with_gin_settings_and_flags_over_them(run_dir, tmp_path):
   prompts = tmp_path / "in.jsonl"
   prompts.write_text('{"prompt": "Q: 12 + 30 ="}\n\n{"prompt": "x = 3"}\n{"prompt": "7"}\n')
   out = tmp_path / "out.jsonl"
-  infer.main([f"--model_dir={run_dir}", f"--prompts_file={prompts}", f"--output={out}",
-              "--max_new_tokens=5", "--batch_size=2", "--no_progress"])
+  try:
+    infer.main(["--gin_file=gin/runs/infer.gin", f"--gin.CHECKPOINT_PATH='{run_dir}'",
+                "--gin.MAX_NEW_TOKENS=9", "--gin.BATCH_SIZE=2", f"--prompts_file={prompts}",
+                f"--output={out}", "--max_new_tokens=5", "--no_progress"])
+  finally:
+    gin.clear_config()
   lines = [json.loads(line) for line in out.read_text().splitlines()]
   assert [r["prompt"] for r in lines] == ["Q: 12 + 30 =", "x = 3", "7"]
   for r in lines:

@@ -13,7 +13,9 @@ from scipy import stats
 from mixjax.data import pipeline
 from mixjax.inference import generate
 from mixjax.inference import sampling
+from mixjax.kernels import decode_attention as decode_lib
 from mixjax.kernels import sampling as sampling_lib
+from mixjax.models import attention
 from mixjax.models import transformer
 from mixjax.training import partitioning
 from mixjax.training import trainer
@@ -28,7 +30,7 @@ LAYOUTS = {
 }
 # Mixed lengths: the longest pads the others, which must never see the pads.
 PROMPTS = [[72, 101, 108], [65] * 11, [66, 67, 68, 69, 70]]
-NEW_TOKENS = 8
+NEW_TOKENS = 6
 
 
 @functools.lru_cache(maxsize=None)
@@ -38,7 +40,7 @@ def _tiny(layout):
   architecture, converter, objective, lengths, mode = LAYOUTS[layout]
   data = pipeline.DataConfig("unused", lengths, 8, feature_converter=converter,
                              objective=objective)
-  config = transformer.TransformerConfig(vocab_size=384, d_model=32, num_layers=2, num_heads=4,
+  config = transformer.TransformerConfig(vocab_size=384, d_model=32, num_layers=1, num_heads=4,
                                          num_kv_heads=2, head_dim=8, mlp_dim=64,
                                          architecture=architecture)
   model = transformer.build_model(config)
@@ -118,11 +120,11 @@ def test_sharded_decode_equals_one_device():
 
 
 def test_sampled_first_tokens_follow_the_sampler_distribution():
-  """Chi-square: 2048 copies of one prompt, one sampled token each, against the exact law of the
+  """Chi-square: 1024 copies of one prompt, one sampled token each, against the exact law of the
   sampler's kept set over the model's next-token logits (computed by a full forward)."""
   model, params, data, mode = _tiny("lm")
   settings = dict(temperature=0.8, top_k=12, top_p=0.95, min_p=0.0)
-  draws = 2048
+  draws = 1024
   gen = generate.Generator(model, params, data)
   out = gen(generate.prompt_batch(data, [PROMPTS[0]] * draws, mode),
             sampling.SamplingConfig(max_new_tokens=1, seed=3, **settings))
@@ -153,6 +155,19 @@ def test_pallas_kernels_through_generate_match_the_references(layout):
   reference, _ = _greedy(layout, PROMPTS, attention_impl="xla", sampler_impl="xla")
   kernels, _ = _greedy(layout, PROMPTS, attention_impl="pallas", sampler_impl="pallas")
   assert kernels == reference
+
+
+def test_xla_decode_attention_matches_the_kernel_reference():
+  kq, kk, kv = jax.random.split(jax.random.key(0), 3)
+  q_BHD = jax.random.normal(kq, (4, 8, 16))
+  k_BSKD, v_BSKD = (jax.random.normal(key, (4, 40, 2, 16)) for key in (kk, kv))
+  lengths_B = jnp.asarray([0, 1, 17, 40])
+  dead_BS11 = (jnp.arange(40)[None, :] >= lengths_B[:, None])[:, :, None, None]
+  got = attention.xla_decode_attention(q_BHD, jnp.where(dead_BS11, jnp.nan, k_BSKD),
+                                       jnp.where(dead_BS11, jnp.nan, v_BSKD), lengths_B)
+  want = decode_lib.reference_decode_attention(q_BHD, k_BSKD, v_BSKD, lengths_B)
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  assert not np.asarray(got[0]).any()  # no live key: zeros
 
 
 def test_bad_sampling_settings_are_rejected_by_name_and_range():

@@ -8,6 +8,7 @@ from typing import Iterable, Sequence
 
 from absl import logging
 import flax.linen as nn
+import gin
 import jax
 import numpy as np
 from tqdm import tqdm
@@ -22,6 +23,18 @@ from mixjax.training import partitioning
 from mixjax.training import trainer
 
 STOP_EOS, STOP_LENGTH = "eos", "max_new_tokens"
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class InferConfig:
+  """What `python -m mixjax.infer` runs (gin: gin/runs/infer.gin); its flags override these."""
+  model_dir: str | None = None   # gin: CHECKPOINT_PATH (the run's MODEL_DIR)
+  step: int | None = None        # None: the newest checkpoint
+  mode: str | None = None        # None: S2S for UL2 runs, none for lm runs
+  batch_size: int = 16
+  attention_impl: str = "auto"   # decode attention: auto | pallas | xla
+  sampler_impl: str = "auto"     # auto | pallas | xla
 
 
 class PromptError(ValueError):
