@@ -11,7 +11,7 @@ and the sampler dispatch (Pallas kernels on GPU/TPU, references on CPU).
 
 import dataclasses
 import functools
-from typing import Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -55,6 +55,18 @@ def _step_inputs(model: nn.Module, tokens_B1, positions_B1) -> dict:
   return {"tokens_BT": tokens_B1, "positions_BT": positions_B1}
 
 
+class _Loop(NamedTuple):
+  """The decode loop's carry: step, key, next-token logits, cache, live lengths, per-row state."""
+  i: jax.Array
+  key: jax.Array
+  logits_BV: jax.Array
+  cache: Any
+  lengths_B: jax.Array
+  done_B: jax.Array
+  tokens_BN: jax.Array
+  hit_eos_B: jax.Array
+
+
 def _generate(params, features, key, settings, max_new_B, *, model, max_new_tokens, eos_id,
               valid_vocab, attention_impl, sampler_impl, mesh):
   """Prefill, then up to `max_new_tokens` steps; returns (tokens_BN, num_tokens_B, hit_eos_B)."""
@@ -67,30 +79,27 @@ def _generate(params, features, key, settings, max_new_B, *, model, max_new_toke
   # Ids past the vocabulary (the embedding is padded to a multiple of 128) are never drawn.
   invalid_1V = jnp.arange(logits_B1V.shape[-1])[None, :] >= valid_vocab
 
-  def cond(state):
-    i, done_B = state[0], state[5]
-    return (i < max_new_tokens) & ~jnp.all(done_B)
+  def cond(state: _Loop):
+    return (state.i < max_new_tokens) & ~jnp.all(state.done_B)
 
-  def body(state):
-    i, key, logits_BV, cache, lengths_B, done_B, tokens_BN, hit_eos_B = state
-    key, draw_key = jax.random.split(key)
-    token_B = sampling.sample(draw_key, jnp.where(invalid_1V, -jnp.inf, logits_BV), *settings,
-                              impl=sampler_impl)
-    token_B = jnp.where(done_B, 0, token_B)
-    tokens_BN = tokens_BN.at[:, i].set(token_B)
-    hit_eos_B |= ~done_B & (token_B == eos_id)
-    done_B |= hit_eos_B | (i + 1 >= max_new_B)
+  def body(state: _Loop):
+    key, draw_key = jax.random.split(state.key)
+    token_B = sampling.sample(draw_key, jnp.where(invalid_1V, -jnp.inf, state.logits_BV),
+                              *settings, impl=sampler_impl)
+    token_B = jnp.where(state.done_B, 0, token_B)
+    hit_eos_B = state.hit_eos_B | (~state.done_B & (token_B == eos_id))
+    done_B = state.done_B | hit_eos_B | (state.i + 1 >= max_new_B)
     logits_B1V, variables = model.apply(
-        {"params": params, "cache": cache}, **_step_inputs(model, token_B[:, None], lengths_B[:, None]),
-        decode=dataclasses.replace(step, lengths_B=lengths_B), mutable=["cache"])
-    return (i + 1, key, logits_B1V[:, 0], variables["cache"], lengths_B + 1, done_B, tokens_BN,
-            hit_eos_B)
+        {"params": params, "cache": state.cache},
+        **_step_inputs(model, token_B[:, None], state.lengths_B[:, None]),
+        decode=dataclasses.replace(step, lengths_B=state.lengths_B), mutable=["cache"])
+    return _Loop(state.i + 1, key, logits_B1V[:, 0], variables["cache"], state.lengths_B + 1,
+                 done_B, state.tokens_BN.at[:, state.i].set(token_B), hit_eos_B)
 
-  state = (jnp.int32(0), key, logits_B1V[:, 0], variables["cache"], lengths_B,
-           max_new_B <= 0, jnp.zeros((batch, max_new_tokens), jnp.int32),
-           jnp.zeros((batch,), bool))
-  state = jax.lax.while_loop(cond, body, state)
-  tokens_BN, hit_eos_B = state[6], state[7]
+  state = jax.lax.while_loop(cond, body, _Loop(
+      jnp.int32(0), key, logits_B1V[:, 0], variables["cache"], lengths_B, max_new_B <= 0,
+      jnp.zeros((batch, max_new_tokens), jnp.int32), jnp.zeros((batch,), bool)))
+  tokens_BN, hit_eos_B = state.tokens_BN, state.hit_eos_B
   written_BN = jnp.arange(max_new_tokens)[None, :] < jnp.minimum(max_new_B, max_new_tokens)[:, None]
   # A row's tokens end at its EOS (included) or its budget.
   after_eos_BN = jnp.cumsum(tokens_BN == eos_id, axis=1) - (tokens_BN == eos_id) > 0
