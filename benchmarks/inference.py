@@ -76,12 +76,12 @@ def main(argv=None):
   cases = {"recompute_b1": (recompute_tokens, lambda: decoding.generate_recompute(
       model.apply, params, prompt, max_new_tokens=recompute_tokens, eos_id=-1,
       max_length=prompt_len + new_tokens + 1))}
-  gen = generate.Generator(model, params, data, eos_id=-1)
+  gen = generate.Generator(model, params, data)
   for batch in batches:
     feats = generate.prompt_batch(data, _prompts(batch, prompt_len, seed=batch))
     feats = {k: jnp.asarray(v) for k, v in feats.items()}
     cases[f"cached_b{batch}"] = (batch * new_tokens,
-                                 functools.partial(gen, feats, config))
+                                 functools.partial(gen, feats, config, eos_id=-1))
   for _, fn in cases.values():
     fn()  # compile
   # Round-robin, best of `rounds`: load from other processes hits every case alike.

@@ -53,6 +53,7 @@ def test_eval_names_a_missing_checkpoint(run_dir):
       gin.clear_config()
 
 
+@pytest.mark.slow
 def test_infer_runs_a_prompts_file_with_gin_settings_and_flags_over_them(run_dir, tmp_path):
   prompts = tmp_path / "in.jsonl"
   prompts.write_text('{"prompt": "Q: 12 + 30 ="}\n\n{"prompt": "x = 3"}\n{"prompt": "7"}\n')

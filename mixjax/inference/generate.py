@@ -67,7 +67,7 @@ class _Loop(NamedTuple):
   hit_eos_B: jax.Array
 
 
-def _generate(params, features, key, settings, max_new_B, *, model, max_new_tokens, eos_id,
+def _generate(params, features, key, settings, max_new_B, eos_id, *, model, max_new_tokens,
               valid_vocab, attention_impl, sampler_impl, mesh):
   """Prefill, then up to `max_new_tokens` steps; returns (tokens_BN, num_tokens_B, hit_eos_B)."""
   lengths_B = jnp.sum(features["decoder_segment_ids"] > 0, axis=1, dtype=jnp.int32)
@@ -115,12 +115,10 @@ class Generator:
   """
 
   def __init__(self, model: nn.Module, params, data: pipeline.DataConfig,
-               attention_impl: str = "auto", sampler_impl: str = "auto", mesh=None,
-               eos_id: int | None = None):
+               attention_impl: str = "auto", sampler_impl: str = "auto", mesh=None):
     self.model, self.params, self.data = model, params, data
     vocabulary = data.vocabulary
-    self._eos_id = vocabulary.eos_id if eos_id is None else eos_id
-    self._valid_vocab = vocabulary.vocab_size
+    self._eos_id, self._valid_vocab = vocabulary.eos_id, vocabulary.vocab_size
     self._impls = (attention_impl, sampling.resolve_impl(sampler_impl))
     self._mesh = mesh
     self._jitted = {}
@@ -128,19 +126,21 @@ class Generator:
   def _fn(self, max_new_tokens: int):
     if max_new_tokens not in self._jitted:
       self._jitted[max_new_tokens] = jax.jit(functools.partial(
-          _generate, model=self.model, max_new_tokens=max_new_tokens, eos_id=self._eos_id,
-          valid_vocab=self._valid_vocab, attention_impl=self._impls[0],
+          _generate, model=self.model, max_new_tokens=max_new_tokens, valid_vocab=self._valid_vocab, attention_impl=self._impls[0],
           sampler_impl=self._impls[1], mesh=self._mesh))
     return self._jitted[max_new_tokens]
 
   def __call__(self, features: Mapping[str, np.ndarray], config: sampling.SamplingConfig,
-               max_new_B: np.ndarray | None = None, key=None) -> Generated:
+               max_new_B: np.ndarray | None = None, key=None,
+               eos_id: int | None = None) -> Generated:
     """Generates for a prompt batch (`prompt_batch`); `max_new_B` caps rows below
-    `config.max_new_tokens`; `key` defaults to `jax.random.key(config.seed)`."""
+    `config.max_new_tokens`; `key` defaults to `jax.random.key(config.seed)`; `eos_id` (default:
+    the vocabulary's; -1: none) ends a row."""
     batch = features["decoder_input_tokens"].shape[0]
     max_new_B = np.full((batch,), config.max_new_tokens, np.int32) if max_new_B is None else max_new_B
     key = jax.random.key(config.seed) if key is None else key
     features = {k: jnp.asarray(v) for k, v in features.items()}
     out = self._fn(config.max_new_tokens)(self.params, features, key,
-                                         _row_settings(batch, config), jnp.asarray(max_new_B))
+                                         _row_settings(batch, config), jnp.asarray(max_new_B),
+                                         jnp.int32(self._eos_id if eos_id is None else eos_id))
     return Generated(*(np.asarray(x) for x in out))
