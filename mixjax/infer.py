@@ -94,10 +94,12 @@ def main(argv=None):
                [runner.PromptRecord(p, None, f"--prompt {i + 1}") for i, p in enumerate(args.prompt)])
     run = restore.restore_run(config.model_dir, config.step, partitioning.MeshConfig())
     default = config.mode or ("S2S" if run.data_config.objective != "lm" else None)
-    completions = runner.PromptRunner(run, config.attention_impl, config.sampler_impl)(
-        records, settings, config.batch_size, default, progress=not args.no_progress)
+    prompt_runner = runner.PromptRunner(run, config.attention_impl, config.sampler_impl)
+    completions = prompt_runner(records, settings, config.batch_size, default,
+                                progress=not args.no_progress)
   except (runner.PromptError, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None
+  print(prompt_runner.summary, file=sys.stderr)
   if args.output:
     runner.write_completions(args.output, completions)
   else:

@@ -62,7 +62,7 @@ def _tiny(layout):
 def _recompute_greedy(model, params, data, prompt, mode, steps):
   """Greedy tokens by a full forward over prompt + generated at every step, in the training
   features (`prompt_rows`), one prompt at a time: the reference the cache must reproduce."""
-  valid = data.vocabulary.vocab_size
+  valid = generate.drawable_vocab(data)
   generated = []
   forward = jax.jit(lambda feats: model.apply({"params": params}, **trainer.model_inputs(feats)))
   for _ in range(steps):
@@ -139,8 +139,8 @@ def test_sampled_first_tokens_follow_the_sampler_distribution():
   last = int(feats["decoder_segment_ids"].sum()) - 1
   logits_1V = model.apply({"params": params}, **trainer.model_inputs(
       {k: jnp.asarray(v) for k, v in feats.items()}))[:, last]
-  logits_1V = jnp.where(jnp.arange(logits_1V.shape[-1]) < data.vocabulary.vocab_size, logits_1V,
-                        -jnp.inf)
+  logits_1V = jnp.where(jnp.arange(logits_1V.shape[-1]) < generate.drawable_vocab(data),
+                        logits_1V, -jnp.inf)
   keep_V = np.asarray(sampling_lib.reference_sampling_mask(logits_1V, **settings))[0]
   probs_V = np.asarray(jax.nn.softmax(jnp.where(keep_V, logits_1V[0] / 0.8, -jnp.inf)), np.float64)
   tokens = out.tokens_BN[:, 0]

@@ -34,6 +34,13 @@ def prompt_batch(data: pipeline.DataConfig, prompts: Sequence[Sequence[int]],
   return pipeline.prompt_rows(data, prompts, [[_PLACEHOLDER]] * len(prompts), pad_to, mode)
 
 
+def drawable_vocab(data: pipeline.DataConfig) -> int:
+  """Ids below this may be generated: the vocabulary, less its extra ids (sentinels, mode tokens)
+  for an lm run, which never trains on them; the embedding's padding rows never."""
+  vocabulary = data.vocabulary
+  return vocabulary.vocab_size - (vocabulary.extra_ids if data.objective == "lm" else 0)
+
+
 @dataclasses.dataclass(frozen=True)
 class Generated:
   """`tokens_BN` int32 (0 after each row's end), `num_tokens_B` (EOS included when drawn) and
@@ -76,7 +83,7 @@ def _generate(params, features, key, settings, max_new_B, eos_id, *, model, max_
   step = transformer.Decode("step", None, impl=attention_impl, mesh=mesh)
   logits_B1V, variables = model.apply({"params": params}, **trainer.model_inputs(features),
                                       decode=prefill, mutable=["cache"])
-  # Ids past the vocabulary (the embedding is padded to a multiple of 128) are never drawn.
+  # Ids past `drawable_vocab` (extra ids of lm runs, the embedding's padding) are never drawn.
   invalid_1V = jnp.arange(logits_B1V.shape[-1])[None, :] >= valid_vocab
 
   def cond(state: _Loop):
@@ -118,7 +125,7 @@ class Generator:
                attention_impl: str = "auto", sampler_impl: str = "auto", mesh=None):
     self.model, self.params, self.data = model, params, data
     vocabulary = data.vocabulary
-    self._eos_id, self._valid_vocab = vocabulary.eos_id, vocabulary.vocab_size
+    self._eos_id, self._valid_vocab = vocabulary.eos_id, drawable_vocab(data)
     self._impls = (attention_impl, sampling.resolve_impl(sampler_impl))
     self._mesh = mesh
     self._jitted = {}

@@ -107,6 +107,7 @@ class PromptRunner:
   def __init__(self, run: restore.RestoredRun, attention_impl: str = "auto",
                sampler_impl: str = "auto"):
     self.run = run
+    self.summary = ""  # throughput of the last call
     self.data = run.data_config
     self.objective = objectives.get(self.data.objective)
     self.generator = generate.Generator(transformer.build_model(run.model_config), run.params,
@@ -164,6 +165,7 @@ class PromptRunner:
     completions, total_tokens, start = [], 0, time.perf_counter()
     bar = tqdm(total=len(records), desc="infer", unit="prompt", disable=not progress,
                dynamic_ncols=True)
+    bar.set_postfix(tokens_per_sec=0.0)
     key = jax.random.key(config.seed)
     for index, first in enumerate(range(0, len(records), rows)):
       chunk = encoded[first:first + rows]
@@ -180,10 +182,13 @@ class PromptRunner:
                                       int(n), STOP_EOS if eos else STOP_LENGTH))
         total_tokens += int(n)
       bar.update(len(chunk))
+      bar.set_postfix(tokens_per_sec=f"{total_tokens / (time.perf_counter() - start):.1f}")
     bar.close()
     elapsed = time.perf_counter() - start
-    logging.info("Generated %d tokens for %d prompts in %.1f s (%.1f tokens/s).", total_tokens,
-                 len(records), elapsed, total_tokens / max(elapsed, 1e-9))
+    self.summary = (f"Generated {total_tokens} tokens for {len(records)} prompts in "
+                    f"{elapsed:.1f} s ({total_tokens / max(elapsed, 1e-9):.1f} tokens/s, "
+                    "compilation included).")
+    logging.info(self.summary)
     return completions
 
 
