@@ -83,6 +83,8 @@ def test_infer_rejects_bad_input_by_name(run_dir, tmp_path, capsys):
   # Rows of 32 tokens: a prompt of 40 bytes cannot run; the error names the limit.
   with pytest.raises(SystemExit, match=r"--prompt 2: the prompt is 40 tokens .* limit of 31"):
     infer.main([f"--model_dir={run_dir}", "--prompt=short", f"--prompt={'a' * 40}"])
+  with pytest.raises(SystemExit, match=r"--prompt 1: mode='NLU', but an lm run has no modes"):
+    infer.main([f"--model_dir={run_dir}", "--prompt=hi", "--mode=NLU"])
   (tmp_path / "run_configs.json").write_text((run_dir / "run_configs.json").read_text())
   with pytest.raises(SystemExit, match=rf"No checkpoint in {tmp_path}/checkpoints"):
     infer.main([f"--model_dir={tmp_path}", "--prompt=hi"])
