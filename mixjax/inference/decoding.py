@@ -1,9 +1,11 @@
-"""Text generation for the trained LMs: continuation ([S2S]) and span infilling ([NLU]/[NLG]).
+"""Prompt text to tokens and back, and the recompute decoding path.
 
-Generation recomputes the whole fixed-size buffer each step (one compiled shape, no KV cache):
-simple and exact, and fast enough for the small models this codebase trains on a CPU.
 Infilling prompts mark spans with `<X>`; each becomes the next sentinel id, and the generated
 sentinels are shown back as `<X0>`, `<X1>`, ….
+
+`generate_recompute` is the pre-cache path (one decoder-only prompt at a time, the whole buffer
+recomputed every step, `jax.random.categorical`): kept as the peer `benchmarks/inference.py`
+measures the KV-cached `mixjax.inference.generate` against.
 """
 
 import functools
@@ -62,7 +64,7 @@ def _next_logits(params, tokens_1L, cur, prompt_len, *, apply_fn, prefix_lm):
   return logits_1LV[0, cur - 1]
 
 
-def generate(apply_fn, params, prompt_ids, *, max_new_tokens=64, prefix_lm=False,
+def generate_recompute(apply_fn, params, prompt_ids, *, max_new_tokens=64, prefix_lm=False,
              temperature=0.0, seed=0, max_length=None, eos_id=1) -> list[int]:
   """Samples up to `max_new_tokens` after `prompt_ids` (greedy when temperature == 0).
 

@@ -7,9 +7,15 @@ Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv_heads
 `mlp`) and key activations are constrained with (`batch`, `length`, `act_*`); the mesh rules in
 `mixjax.training.partitioning` map them to mesh axes. Attention is restricted per query row to a
 key range (see `masks.py`), so packed documents never attend to each other.
+
+Decoding (`mixjax.inference`) runs the same modules with a `Decode` argument: `prefill` is the
+training forward over right-padded prompts that also writes each layer's keys and values into the
+`cache` collection; `step` runs one token per row against that cache through the decode-attention
+dispatch (`attention.decode_attention`). Both return the logits of each row's next token.
 """
 
 import dataclasses
+from typing import Any
 
 import flax.linen as nn
 import gin
@@ -53,6 +59,32 @@ class TransformerConfig:
 
 
 ARCHITECTURES = ("decoder", "encoder_decoder")
+DECODE_MODES = ("prefill", "step")
+
+
+@dataclasses.dataclass(frozen=True)
+class Decode:
+  """How one forward pass uses the KV cache (the `cache` collection, `[B, cache_len, K, Dh]` per
+  layer and kind).
+
+  `prefill`: tokens `[B, P]` are right-padded prompts, run as in training (key ranges keep pads
+  out); keys and values go to cache slots `[0, P)`; `lengths_B` (live tokens per row) picks the
+  row's last prompt position for the returned logits. `step`: tokens `[B, 1]`, written at slot
+  `lengths_B` (and rotated at that position), attending to slots `[0, lengths_B]`.
+  `cross_lengths_B` (set by `EncoderDecoder`) bounds cross-attention to the live encoder keys.
+  `impl` picks decode attention (`attention.DECODE_IMPLS`); on a `mesh` of several devices it
+  runs inside `shard_map` there.
+  """
+  mode: str
+  lengths_B: Any
+  cache_len: int = 0
+  impl: str = "auto"
+  cross_lengths_B: Any = None
+  mesh: Any = None
+
+  def __post_init__(self):
+    if self.mode not in DECODE_MODES:
+      raise ValueError(f"Decode.mode={self.mode!r}; valid: {DECODE_MODES}.")
 
 
 def _dense_init(*names):
@@ -87,28 +119,63 @@ def apply_rotary(x_BTHD, positions_BT, max_wavelength):
 
 
 class Attention(nn.Module):
-  """Self-attention (rotary at `positions_BT`), or cross-attention when `kv_BSD` is given."""
+  """Self-attention (rotary at `positions_BT`), or cross-attention (`cross`) over `kv_BSD`."""
   config: TransformerConfig
+  cross: bool = False
 
   @nn.compact
-  def __call__(self, x_BTD, positions_BT, k_start_BT, k_end_BT, kv_BSD=None):
+  def __call__(self, x_BTD, positions_BT, k_start_BT, k_end_BT, kv_BSD=None,
+               decode: Decode | None = None):
     cfg = self.config
     dense = lambda name, heads, axis: nn.DenseGeneral(  # noqa: E731
         (heads, cfg.head_dim), use_bias=False, dtype=cfg.dtype, name=name,
         kernel_init=_dense_init("embed", axis, "head_dim"))
-    source_BSD = x_BTD if kv_BSD is None else kv_BSD
     q_BTHD = dense("query", cfg.num_heads, "heads")(x_BTD)
-    k_BSKD = dense("key", cfg.num_kv_heads, "kv_heads")(source_BSD)
-    v_BSKD = dense("value", cfg.num_kv_heads, "kv_heads")(source_BSD)
-    if kv_BSD is None:
+    if not self.cross:
       q_BTHD = apply_rotary(q_BTHD, positions_BT, cfg.rope_max_wavelength)
-      k_BSKD = apply_rotary(k_BSKD, positions_BT, cfg.rope_max_wavelength)
     q_BTHD = _constrain(q_BTHD, "batch", "length", "act_heads", None)
-    out_BTHD = attention_lib.dot_product_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT,
-                                                   impl=cfg.attention_impl)
+    if decode is not None and decode.mode == "step":
+      out_BTHD = self._cached_step(q_BTHD, x_BTD, positions_BT, decode, dense)
+    else:
+      source_BSD = kv_BSD if self.cross else x_BTD
+      k_BSKD = dense("key", cfg.num_kv_heads, "kv_heads")(source_BSD)
+      v_BSKD = dense("value", cfg.num_kv_heads, "kv_heads")(source_BSD)
+      if not self.cross:
+        k_BSKD = apply_rotary(k_BSKD, positions_BT, cfg.rope_max_wavelength)
+      if decode is not None:  # prefill: keep the keys and values for the steps
+        size = k_BSKD.shape[1] if self.cross else decode.cache_len
+        for name, new_BSKD in (("cached_key", k_BSKD), ("cached_value", v_BSKD)):
+          slot = self.variable("cache", name, jnp.zeros,
+                               (new_BSKD.shape[0], size, *new_BSKD.shape[2:]), new_BSKD.dtype)
+          slot.value = jax.lax.dynamic_update_slice_in_dim(slot.value, new_BSKD, 0, axis=1)
+      out_BTHD = attention_lib.dot_product_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT,
+                                                     k_end_BT, impl=cfg.attention_impl)
     out_BTHD = _constrain(out_BTHD, "batch", "length", "act_heads", None)
     return nn.DenseGeneral(cfg.d_model, axis=(-2, -1), use_bias=False, dtype=cfg.dtype,
                            name="out", kernel_init=_dense_init("heads", "head_dim", "embed"))(out_BTHD)
+
+  def _cached_step(self, q_B1HD, x_B1D, positions_B1, decode: Decode, dense):
+    """One token per row against the cache: self-attention writes its key and value at slot
+    `lengths_B` first; cross-attention reads the encoder's keys and values cached at prefill."""
+    cfg = self.config
+    cache_k = self.variable("cache", "cached_key", lambda: None)
+    cache_v = self.variable("cache", "cached_value", lambda: None)
+    if cache_k.value is None:
+      raise ValueError("Decode(mode='step') needs the cache a prefill wrote (pass its `cache` "
+                       "collection, mutable).")
+    if self.cross:
+      lengths_B = decode.cross_lengths_B
+    else:
+      k_B1KD = apply_rotary(dense("key", cfg.num_kv_heads, "kv_heads")(x_B1D), positions_B1,
+                            cfg.rope_max_wavelength)
+      v_B1KD = dense("value", cfg.num_kv_heads, "kv_heads")(x_B1D)
+      rows_B = jnp.arange(x_B1D.shape[0])
+      cache_k.value = cache_k.value.at[rows_B, decode.lengths_B].set(k_B1KD[:, 0])
+      cache_v.value = cache_v.value.at[rows_B, decode.lengths_B].set(v_B1KD[:, 0])
+      lengths_B = decode.lengths_B + 1
+    out_BHD = attention_lib.decode_attention(q_B1HD[:, 0], cache_k.value, cache_v.value,
+                                             lengths_B, impl=decode.impl, mesh=decode.mesh)
+    return out_BHD[:, None]
 
 
 class SwiGLU(nn.Module):
@@ -130,15 +197,16 @@ class DecoderBlock(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x_BTD, positions_BT, k_start_BT, k_end_BT, encoded=None):
+  def __call__(self, x_BTD, positions_BT, k_start_BT, k_end_BT, encoded=None, decode=None):
     cfg = self.config
     x_BTD = x_BTD + Attention(cfg, name="attention")(
-        RMSNorm(cfg.dtype, name="pre_attention_norm")(x_BTD), positions_BT, k_start_BT, k_end_BT)
+        RMSNorm(cfg.dtype, name="pre_attention_norm")(x_BTD), positions_BT, k_start_BT, k_end_BT,
+        decode=decode)
     if encoded is not None:
       enc_BSD, cross_start_BT, cross_end_BT = encoded
-      x_BTD = x_BTD + Attention(cfg, name="cross_attention")(
+      x_BTD = x_BTD + Attention(cfg, cross=True, name="cross_attention")(
           RMSNorm(cfg.dtype, name="pre_cross_attention_norm")(x_BTD), positions_BT,
-          cross_start_BT, cross_end_BT, kv_BSD=enc_BSD)
+          cross_start_BT, cross_end_BT, kv_BSD=enc_BSD, decode=decode)
     x_BTD = x_BTD + SwiGLU(cfg, name="mlp")(RMSNorm(cfg.dtype, name="pre_mlp_norm")(x_BTD))
     return _constrain(x_BTD, "batch", "length", "act_embed")
 
@@ -154,11 +222,26 @@ def _embed(embedding_VD, cfg: TransformerConfig, tokens_BT):
                     "batch", "length", "act_embed")
 
 
-def _stack(cfg: TransformerConfig, prefix: str, x_BTD, positions_BT, ranges, encoded=None):
-  block = nn.remat(DecoderBlock) if cfg.remat else DecoderBlock
+def _stack(cfg: TransformerConfig, prefix: str, x_BTD, positions_BT, ranges, encoded=None,
+           decode=None):
+  # Decoding needs no rematerialisation (no backward pass); the parameter tree is the same.
+  block = nn.remat(DecoderBlock) if cfg.remat and decode is None else DecoderBlock
   for i in range(cfg.num_layers):
-    x_BTD = block(cfg, name=f"{prefix}{i}")(x_BTD, positions_BT, *ranges, encoded)
+    x_BTD = block(cfg, name=f"{prefix}{i}")(x_BTD, positions_BT, *ranges, encoded, decode)
   return x_BTD
+
+
+def _next_token_rows(x_BTD, decode):
+  """Prefill: each row's last live position `[B, 1, D]` (the one that predicts the next token)."""
+  if decode is None or decode.mode == "step":
+    return x_BTD
+  return jnp.take_along_axis(x_BTD, (decode.lengths_B - 1)[:, None, None], axis=1)
+
+
+def _step_ranges(tokens_BT):
+  """Key ranges for a decode step: unused (the cache lengths bound attention), shaped right."""
+  zeros_BT = jnp.zeros_like(tokens_BT)
+  return zeros_BT, zeros_BT
 
 
 def _logits(cfg: TransformerConfig, x_BTD):
@@ -181,21 +264,24 @@ class Decoder(nn.Module):
 
   Args to `__call__`: `tokens_BT` int32 inputs; `segment_ids_BT` (0 = padding, packed documents
   get distinct ids); `positions_BT` per-document positions; `inputs_mask_BT` (optional) marks a
-  bidirectional prefix per document (prefix-LM); or explicit `key_ranges=(k_start, k_end)`.
+  bidirectional prefix per document (prefix-LM); or explicit `key_ranges=(k_start, k_end)`;
+  `decode` (a `Decode`) for cached decoding, which returns the next token's logits `[B, 1, V]`.
   """
   config: TransformerConfig
 
   @nn.compact
   def __call__(self, tokens_BT, segment_ids_BT=None, positions_BT=None, inputs_mask_BT=None,
-               key_ranges=None):
+               key_ranges=None, decode: Decode | None = None):
     cfg = self.config
     segment_ids_BT, positions_BT = _default_layout(tokens_BT, segment_ids_BT, positions_BT)
-    if key_ranges is None:
+    if decode is not None and decode.mode == "step":
+      key_ranges = _step_ranges(tokens_BT)
+    elif key_ranges is None:
       key_ranges = (masks.causal_ranges(segment_ids_BT) if inputs_mask_BT is None
                     else masks.prefix_lm_ranges(segment_ids_BT, inputs_mask_BT))
     x_BTD = _stack(cfg, "layer_", _embed(_embedding_table(self, cfg), cfg, tokens_BT),
-                   positions_BT, key_ranges)
-    return _logits(cfg, x_BTD)
+                   positions_BT, key_ranges, decode=decode)
+    return _logits(cfg, _next_token_rows(x_BTD, decode))
 
 
 class EncoderDecoder(nn.Module):
@@ -203,25 +289,39 @@ class EncoderDecoder(nn.Module):
 
   The encoder attends bidirectionally within each packed segment; decoder rows attend causally
   within their segment and, across, to the encoder positions of the same segment.
+  With `decode`, the encoder runs at prefill only (unpacked rows: its live keys are a prefix of
+  each row), and its cross-attention keys and values are cached; steps pass
+  `encoder_tokens_BS=None`.
   """
   config: TransformerConfig
 
   @nn.compact
   def __call__(self, encoder_tokens_BS, tokens_BT, encoder_segment_ids_BS=None,
-               segment_ids_BT=None, encoder_positions_BS=None, positions_BT=None):
+               segment_ids_BT=None, encoder_positions_BS=None, positions_BT=None,
+               decode: Decode | None = None):
     cfg = self.config
-    encoder_segment_ids_BS, encoder_positions_BS = _default_layout(
-        encoder_tokens_BS, encoder_segment_ids_BS, encoder_positions_BS)
     segment_ids_BT, positions_BT = _default_layout(tokens_BT, segment_ids_BT, positions_BT)
     embedding_VD = _embedding_table(self, cfg)
-    enc_BSD = _stack(cfg, "encoder_", _embed(embedding_VD, cfg, encoder_tokens_BS),
-                     encoder_positions_BS,
-                     masks.bidirectional_ranges(encoder_segment_ids_BS))
-    enc_BSD = RMSNorm(cfg.dtype, name="encoder_norm")(enc_BSD)
-    encoded = (enc_BSD, *masks.cross_ranges(segment_ids_BT, encoder_segment_ids_BS))
+    if decode is not None and decode.mode == "step":
+      cross_lengths_B = self.variable("cache", "encoder_lengths", lambda: None).value
+      decode = dataclasses.replace(decode, cross_lengths_B=cross_lengths_B)
+      encoded = (None, *_step_ranges(tokens_BT))
+      self_ranges = _step_ranges(tokens_BT)
+    else:
+      encoder_segment_ids_BS, encoder_positions_BS = _default_layout(
+          encoder_tokens_BS, encoder_segment_ids_BS, encoder_positions_BS)
+      enc_BSD = _stack(cfg, "encoder_", _embed(embedding_VD, cfg, encoder_tokens_BS),
+                       encoder_positions_BS,
+                       masks.bidirectional_ranges(encoder_segment_ids_BS))
+      enc_BSD = RMSNorm(cfg.dtype, name="encoder_norm")(enc_BSD)
+      encoded = (enc_BSD, *masks.cross_ranges(segment_ids_BT, encoder_segment_ids_BS))
+      self_ranges = masks.causal_ranges(segment_ids_BT)
+      if decode is not None:
+        self.variable("cache", "encoder_lengths", lambda: None).value = jnp.sum(
+            encoder_segment_ids_BS > 0, axis=1, dtype=jnp.int32)
     x_BTD = _stack(cfg, "decoder_", _embed(embedding_VD, cfg, tokens_BT), positions_BT,
-                   masks.causal_ranges(segment_ids_BT), encoded)
-    return _logits(cfg, x_BTD)
+                   self_ranges, encoded, decode=decode)
+    return _logits(cfg, _next_token_rows(x_BTD, decode))
 
 
 MODELS = {"decoder": Decoder, "encoder_decoder": EncoderDecoder}
