@@ -22,6 +22,7 @@ import dataclasses
 import sys
 
 from mixjax import gin_utils
+from mixjax.launch import distributed
 from mixjax.inference import decoding
 from mixjax.inference import restore
 from mixjax.inference import runner
@@ -58,6 +59,7 @@ def _parser():
   p.add_argument("--gin_file", action="append", default=[])
   p.add_argument("--gin_search_paths", default="")
   p.add_argument("--no_progress", action="store_true")
+  distributed.add_flags(p)
   return p
 
 
@@ -71,6 +73,10 @@ def main(argv=None):
   bindings, rest = gin_utils.split_gin_overrides(argv)
   parser = _parser()
   args = parser.parse_args(rest)
+  try:
+    distributed.initialize(distributed.config_from_args(args))
+  except distributed.DistributedSetupError as e:
+    parser.error(str(e))
   if args.gin_file or bindings:
     gin_utils.parse_and_bind([f"--gin_file={f}" for f in args.gin_file or ["runs/infer.gin"]]
                              + [f"--gin_search_paths={args.gin_search_paths}"]

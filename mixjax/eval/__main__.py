@@ -15,8 +15,10 @@ import os
 import sys
 
 import gin
+import jax
 
 from mixjax import gin_utils
+from mixjax.launch import distributed
 from mixjax.eval import evaluator
 from mixjax.inference import restore
 from mixjax.models import transformer
@@ -41,7 +43,12 @@ def main(argv=None):
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model_dir", required=True, help="the run's MODEL_DIR")
   parser.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
+  distributed.add_flags(parser)
   args = parser.parse_args(rest)
+  try:
+    distributed.initialize(distributed.config_from_args(args))
+  except distributed.DistributedSetupError as e:
+    parser.error(str(e))
   config_gin = os.path.join(args.model_dir, "config.gin")
   if not os.path.exists(config_gin):
     raise SystemExit(f"error: {config_gin} not found: is {args.model_dir!r} the MODEL_DIR of a "
@@ -54,14 +61,15 @@ def main(argv=None):
     metrics = evaluate_checkpoint(args.model_dir, args.step)
   except FileNotFoundError as e:
     raise SystemExit(f"error: {e}") from None
-  out_dir = os.path.join(args.model_dir, "eval")
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, f"step_{metrics['step']}.json")
-  with open(path, "w") as f:
-    json.dump(metrics, f, indent=1, sort_keys=True)
-  print(f"step {metrics['step']}: " + "  ".join(
-      f"{k}={v:.3f}" for k, v in sorted(metrics.items()) if k != "step"))
-  print(f"wrote {path}")
+  if jax.process_index() == 0:  # one host writes; every host computed the same metrics
+    out_dir = os.path.join(args.model_dir, "eval")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"step_{metrics['step']}.json")
+    with open(path, "w") as f:
+      json.dump(metrics, f, indent=1, sort_keys=True)
+    print(f"step {metrics['step']}: " + "  ".join(
+        f"{k}={v:.3f}" for k, v in sorted(metrics.items()) if k != "step"))
+    print(f"wrote {path}")
   return metrics
 
 
