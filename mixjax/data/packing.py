@@ -1,0 +1,282 @@
+"""Packing a buffer of examples into fixed-length rows at once: best-fit decreasing, vectorised.
+
+SeqIO's packer (`seqio.utils._pack_with_tf_ops`) walks examples one at a time in a `tf.while_loop`
+and concatenates them greedily in stream order (next-fit): a row closes as soon as one example
+does not fit. Here a whole buffer of examples is packed by a few numpy passes:
+
+1. `assign_rows`: every example gets a row. Examples are taken in decreasing size; rows open in
+   bulk (as many as the buffer's remaining tokens surely need) seeded with the largest examples,
+   then rounds of best-fit matching fill them: in one round each row takes at most one example,
+   the largest examples first, each into the tightest open row it fits. A round is one sort and
+   a few cumulative sums over all rows and examples (a stack discipline, solved by reflection:
+   see `_best_fit_pairs`), so the Python loop runs over rounds (about the examples per row), never
+   over examples. Layouts with two lengths (encoder inputs, decoder targets) fit both at once.
+2. `scatter`: tokens, segment ids and positions of every example land in their row in one fancy
+   index per feature. Inside a row, examples keep their stream order; rows come out ordered by
+   their first example in the stream, so the packed stream follows the example stream.
+
+Nothing here is random: the rows are a pure function of the buffer, so a deterministic example
+stream gives a deterministic row stream (exact resume by skipping rows). An example longer than
+its row raises (`ValueError`): nothing is truncated or dropped.
+"""
+
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+
+def _best_fit_pairs(row_room_R: np.ndarray, item_size_M: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """One round of best-fit matching: rows `r` and items `m` with `size[m] <= room[r]`.
+
+  Items are served largest first; each takes the open row of least room that fits it, and a row
+  takes at most one item. Walking rows and items merged in decreasing value (rows first at ties),
+  the open rows form a stack (the top has the least room >= the current value): a row pushes, an
+  item pops if the stack is not empty. The stack depth is the cumulative sum of +1/-1 reflected
+  at zero (pops on an empty stack are skipped), and the row an item pops is the last push to the
+  same depth before it: sorting pushes and pops by (depth, time) puts each pop right after its row.
+  """
+  num_rows = len(row_room_R)
+  values = np.concatenate([row_room_R, item_size_M]).astype(np.float64)
+  is_row = np.arange(len(values)) < num_rows
+  order = np.lexsort((~is_row, -values))   # decreasing value, rows before items at ties
+  is_row_T = is_row[order]
+  depth = np.cumsum(np.where(is_row_T, 1, -1))
+  depth -= np.minimum(np.minimum.accumulate(depth), 0)   # reflected at zero
+  before = np.concatenate([[0], depth[:-1]])
+  pops = ~is_row_T & (before > 0)
+  events = np.flatnonzero(is_row_T | pops)
+  level = np.where(is_row_T[events], depth[events], before[events])
+  by_level = events[np.lexsort((events, level))]
+  is_pop = pops[by_level]   # never the first: each depth's first event is a push
+  rows = order[by_level[np.flatnonzero(is_pop) - 1]]
+  items = order[by_level[is_pop]] - num_rows
+  return rows, items
+
+
+def assign_rows(lengths_ND: np.ndarray, capacity_D: Sequence[int]) -> tuple[np.ndarray, int]:
+  """The row of each of N examples (`[N]`, rows numbered from 0) and the number of rows.
+
+  `lengths_ND`: each example's length in each of the D packed dimensions (one for decoder rows;
+  encoder inputs and decoder targets for encoder-decoder); `capacity_D`: the row length of each.
+  Every row's lengths sum to at most its capacity in every dimension.
+  """
+  lengths_ND = np.asarray(lengths_ND, np.int64).reshape(len(lengths_ND), -1)
+  capacity_D = np.asarray(capacity_D, np.int64)
+  over = np.flatnonzero((lengths_ND > capacity_D).any(axis=1))
+  if over.size:
+    raise ValueError(f"An example of lengths {lengths_ND[over[0]].tolist()} does not fit a row "
+                     f"of lengths {capacity_D.tolist()}: packing never truncates. Give the task "
+                     "longer feature lengths, or split or trim its examples before packing.")
+  num_items, dims = lengths_ND.shape
+  share_ND = lengths_ND / capacity_D
+  # Decreasing size (the largest share of a row over dimensions); ties keep stream order.
+  unplaced = np.argsort(-share_ND.max(axis=1), kind="stable")
+  row_N = np.full(num_items, -1, np.int64)
+  room_RD = np.zeros((0, dims), np.int64)
+  while unplaced.size:
+    rows, picks = _round(room_RD, lengths_ND[unplaced], capacity_D)
+    if rows.size:
+      row_N[unplaced[picks]] = rows
+      np.subtract.at(room_RD, rows, lengths_ND[unplaced[picks]])
+      unplaced = np.delete(unplaced, picks)
+      continue
+    # Nothing left fits an open row: open as many rows as the rest surely needs (its tokens,
+    # and one row each for examples over half a row), seeded with the largest examples.
+    rest_ND = lengths_ND[unplaced]
+    need = max(-(-rest_ND.sum(axis=0) // capacity_D).max(),
+               (2 * rest_ND > capacity_D).sum(axis=0).max(), 1)
+    seeds = unplaced[:need]
+    row_N[seeds] = len(room_RD) + np.arange(len(seeds))
+    room_RD = np.concatenate([room_RD, capacity_D - lengths_ND[seeds]])
+    unplaced = unplaced[need:]
+  return row_N, len(room_RD)
+
+
+def _round(room_RD: np.ndarray, lengths_MD: np.ndarray, capacity_D: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+  """One matching round: (rows, indices into `lengths_MD`) of items placed, at most one per row.
+
+  First on one size per item and one room per row that make any match fit in every dimension
+  (the item's largest share of a row against the row's least share left); if that places
+  nothing, on each single dimension, keeping the pairs that fit in all (an example long in
+  inputs beside one long in targets).
+  """
+  open_rows = np.flatnonzero((room_RD >= lengths_MD.min(axis=0)).all(axis=1))
+  if not open_rows.size:
+    return open_rows, open_rows
+  room_OD = room_RD[open_rows]
+  rows, items = _best_fit_pairs((room_OD / capacity_D).min(axis=1),
+                                (lengths_MD / capacity_D).max(axis=1))
+  if rows.size or room_RD.shape[1] == 1:
+    return open_rows[rows], items
+  for d in range(room_RD.shape[1]):
+    rows, items = _best_fit_pairs(room_OD[:, d], lengths_MD[:, d])
+    fits = (lengths_MD[items] <= room_OD[rows]).all(axis=1)
+    if fits.any():
+      return open_rows[rows[fits]], items[fits]
+  return rows[:0], items[:0]
+
+
+def row_layout(row_N: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Final row numbers (rows ordered by their first example) and segment ids (1, 2, ... in
+  stream order inside each row) of N examples assigned to rows `row_N`."""
+  num_rows = int(row_N.max()) + 1 if row_N.size else 0
+  first_R = np.full(num_rows, len(row_N), np.int64)
+  np.minimum.at(first_R, row_N, np.arange(len(row_N)))
+  rank_R = np.empty(num_rows, np.int64)
+  rank_R[np.argsort(first_R, kind="stable")] = np.arange(num_rows)
+  row_N = rank_R[row_N]
+  order = np.lexsort((np.arange(len(row_N)), row_N))  # by row, stream order inside
+  starts = np.flatnonzero(np.diff(row_N[order], prepend=-1))
+  segment_N = np.empty(len(row_N), np.int64)
+  segment_N[order] = np.arange(len(row_N)) - np.repeat(starts, np.diff(starts, append=len(row_N)))
+  return row_N, segment_N + 1
+
+
+def offsets(row_N: np.ndarray, segment_N: np.ndarray, lengths_N: np.ndarray) -> np.ndarray:
+  """Where each example starts in its row: the summed lengths of the row's earlier segments."""
+  order = np.lexsort((segment_N, row_N))
+  ends = np.cumsum(lengths_N[order])
+  starts = ends - lengths_N[order]
+  first = np.flatnonzero(segment_N[order] == 1)
+  row_base = np.repeat(starts[first], np.diff(first, append=len(order)))
+  out = np.empty(len(row_N), np.int64)
+  out[order] = starts - row_base
+  return out
+
+
+def scatter(values: np.ndarray, splits: np.ndarray, row_N: np.ndarray, start_N: np.ndarray,
+            num_rows: int, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Rows `[R, length]` of the tokens of N examples (`values` split by `splits`, `[N + 1]`),
+  example n from column `start_N[n]` of row `row_N[n]`; also each token's example index and
+  its position in the example (`[T]`), and where it went (row and column, `[T]`)."""
+  lengths_N = np.diff(splits)
+  example_T = np.repeat(np.arange(len(lengths_N)), lengths_N)
+  position_T = np.arange(len(values)) - splits[:-1][example_T]
+  rows_T, cols_T = row_N[example_T], start_N[example_T] + position_T
+  out_RL = np.zeros((num_rows, length), np.int32)
+  out_RL[rows_T, cols_T] = values
+  return out_RL, (example_T, position_T), (rows_T, cols_T)
+
+
+def _shift_right(tokens_RL: np.ndarray, segments_RL: np.ndarray, bos_id: int) -> np.ndarray:
+  """Decoder inputs: targets shifted right by one, `bos_id` where a segment (or padding) starts
+  (SeqIO's `make_autoregressive_inputs` with `sequence_id`)."""
+  shifted = np.pad(tokens_RL[:, :-1], ((0, 0), (1, 0)))
+  prev_segments = np.pad(segments_RL[:, :-1], ((0, 0), (1, 0)))
+  return np.where(segments_RL == prev_segments, shifted, bos_id).astype(np.int32)
+
+
+def _place(feature: tuple[np.ndarray, np.ndarray], row_N, segment_N, num_rows, length):
+  """Tokens, segment ids and positions `[R, L]` of one packed feature."""
+  values, splits = feature
+  start_N = offsets(row_N, segment_N, np.diff(splits))
+  tokens, (example_T, position_T), where = scatter(values, splits, row_N, start_N, num_rows,
+                                                  length)
+  segments = np.zeros_like(tokens)
+  segments[where] = segment_N[example_T]
+  positions = np.zeros_like(tokens)
+  positions[where] = position_T
+  return tokens, segments, positions
+
+
+def _lengths(*features) -> np.ndarray:
+  return np.stack([np.diff(splits) for _, splits in features], axis=1)
+
+
+def pack_lm(targets, length: int, bos_id: int = 0) -> dict[str, np.ndarray]:
+  """Decoder-only LM rows (SeqIO `LMFeatureConverter(pack=True)` features) of examples
+  `targets = (values, row_splits)`."""
+  row_N, num_rows = assign_rows(_lengths(targets), [length])
+  row_N, segment_N = row_layout(row_N)
+  tokens, segments, positions = _place(targets, row_N, segment_N, num_rows, length)
+  return {"decoder_target_tokens": tokens,
+          "decoder_input_tokens": _shift_right(tokens, segments, bos_id),
+          "decoder_loss_weights": (tokens != 0).astype(np.int32),
+          "decoder_segment_ids": segments, "decoder_positions": positions}
+
+
+def pack_prefix_lm(inputs, targets, length: int, bos_id: int = 0,
+                   loss_on_targets_only: bool = True) -> dict[str, np.ndarray]:
+  """Prefix-LM rows (SeqIO `PrefixLMFeatureConverter(pack=True)` features): each example is
+  inputs ++ targets in one segment, bidirectional over the inputs and one position more
+  (`decoder_causal_attention`), scored on the targets."""
+  (in_values, in_splits), (tg_values, tg_splits) = inputs, targets
+  in_len, tg_len = np.diff(in_splits), np.diff(tg_splits)
+  both_splits = np.concatenate([[0], np.cumsum(in_len + tg_len)])
+  # inputs ++ targets of each example, as one flat array
+  both = np.zeros(both_splits[-1], np.int32)
+  in_at = np.arange(len(in_values)) - np.repeat(in_splits[:-1] - both_splits[:-1], in_len)
+  tg_at = (np.arange(len(tg_values)) - np.repeat(tg_splits[:-1] - both_splits[:-1] - in_len,
+                                                 tg_len))
+  both[in_at], both[tg_at] = in_values, tg_values
+  row_N, num_rows = assign_rows((in_len + tg_len)[:, None], [length])
+  row_N, segment_N = row_layout(row_N)
+  tokens, segments, positions = _place((both, both_splits), row_N, segment_N, num_rows, length)
+  width_RL = _per_token(in_len, row_N, segment_N, segments)
+  nonpad = (tokens != 0)
+  inputs_mask = positions < width_RL
+  weights = (nonpad & ~inputs_mask) if loss_on_targets_only else nonpad
+  return {"decoder_target_tokens": tokens,
+          "decoder_input_tokens": _shift_right(tokens, segments, bos_id),
+          "decoder_loss_weights": weights.astype(np.int32),
+          "decoder_segment_ids": segments, "decoder_positions": positions,
+          "decoder_causal_attention": ((positions < width_RL + 1) & (segments > 0)
+                                       ).astype(np.int32)}
+
+
+def _per_token(value_N: np.ndarray, row_N, segment_N, segments_RL) -> np.ndarray:
+  """`[R, L]`: each token's example's value (0 on padding)."""
+  lookup = np.zeros((segments_RL.shape[0], int(segment_N.max(initial=0)) + 1), np.int64)
+  lookup[row_N, segment_N] = value_N
+  return np.take_along_axis(lookup, segments_RL.astype(np.int64), axis=1)
+
+
+def pack_enc_dec(inputs, targets, inputs_length: int, targets_length: int, bos_id: int = 0
+                 ) -> dict[str, np.ndarray]:
+  """Encoder-decoder rows (SeqIO `EncDecFeatureConverter(pack=True)` features): inputs and
+  targets of one example share a row and a segment id."""
+  row_N, num_rows = assign_rows(_lengths(inputs, targets), [inputs_length, targets_length])
+  row_N, segment_N = row_layout(row_N)
+  enc, enc_seg, enc_pos = _place(inputs, row_N, segment_N, num_rows, inputs_length)
+  dec, dec_seg, dec_pos = _place(targets, row_N, segment_N, num_rows, targets_length)
+  return {"encoder_input_tokens": enc,
+          "decoder_target_tokens": dec,
+          "decoder_input_tokens": _shift_right(dec, dec_seg, bos_id),
+          "decoder_loss_weights": (dec != 0).astype(np.int32),
+          "encoder_segment_ids": enc_seg, "decoder_segment_ids": dec_seg,
+          "encoder_positions": enc_pos, "decoder_positions": dec_pos}
+
+
+DEFAULT_BUFFER_SIZE = 1024  # examples packed together: more fills rows better, each costs memory
+
+
+def packed_dataset(dataset: tf.data.Dataset, features: Sequence[str],
+                   pack_fn: Callable[..., Mapping[str, np.ndarray]],
+                   output_lengths: Mapping[str, int],
+                   buffer_size: int = DEFAULT_BUFFER_SIZE) -> tf.data.Dataset:
+  """Packed rows of `dataset`'s 1-D int32 `features`: each buffer of `buffer_size` consecutive
+  examples (the last one may be shorter) becomes rows by `pack_fn((values, row_splits) of each
+  feature)`, which returns the `output_lengths` features `[R, length]`."""
+  if buffer_size < 1:
+    raise ValueError(f"buffer_size={buffer_size}: pack at least one example at a time.")
+  names = list(output_lengths)
+
+  def pack(*flat):
+    pairs = [(flat[i], flat[i + 1].astype(np.int64)) for i in range(0, len(flat), 2)]
+    rows = pack_fn(*pairs)
+    return [rows[name] for name in names]
+
+  def packed(batch):
+    flat = []
+    for name in features:
+      flat += [batch[name].values, batch[name].row_splits]
+    rows = tf.numpy_function(pack, flat, [tf.int32] * len(names), stateful=False)
+    return {name: tf.ensure_shape(t, [None, output_lengths[name]]) for name, t in zip(names, rows)}
+
+  dataset = dataset.map(lambda ex: {k: tf.cast(ex[k], tf.int32) for k in features},
+                        num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.ragged_batch(buffer_size)
+  return dataset.map(packed, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
