@@ -22,9 +22,10 @@ from mixjax.data import packing
 
 
 class _Packed:
-  """Packs with `mixjax.data.packing` when `pack=True`; `buffer_size`: examples packed together."""
+  """Packs with `mixjax.data.packing` when `pack=True`; `buffer_size`: examples packed together
+  (default: the longest row length, as SeqIO's packer)."""
 
-  def __init__(self, *args, buffer_size: int = packing.DEFAULT_BUFFER_SIZE, **kwargs):
+  def __init__(self, *args, buffer_size: int | None = None, **kwargs):
     if kwargs.get("use_custom_packing_ops"):
       raise ValueError(f"{type(self).__name__} packs with mixjax.data.packing; "
                        "use_custom_packing_ops (tensor2tensor's ops) has no meaning here.")
@@ -81,7 +82,7 @@ class PackedLMConverter(seqio.DecoderFeatureConverter):
   def __init__(self, loss_on_targets_only: bool = True, pack: bool = True,
                use_custom_packing_ops: bool = False, apply_length_check: bool = True,
                bos_id: int = 0, passthrough_features=None,
-               buffer_size: int = packing.DEFAULT_BUFFER_SIZE):
+               buffer_size: int | None = None):
     super().__init__(loss_on_targets_only=loss_on_targets_only, pack=pack,
                      apply_length_check=apply_length_check, bos_id=bos_id,
                      passthrough_features=passthrough_features)

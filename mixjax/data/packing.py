@@ -250,16 +250,18 @@ def pack_enc_dec(inputs, targets, inputs_length: int, targets_length: int, bos_i
           "encoder_positions": enc_pos, "decoder_positions": dec_pos}
 
 
-DEFAULT_BUFFER_SIZE = 1024  # examples packed together: more fills rows better, each costs memory
-
-
 def packed_dataset(dataset: tf.data.Dataset, features: Sequence[str],
                    pack_fn: Callable[..., Mapping[str, np.ndarray]],
                    output_lengths: Mapping[str, int],
-                   buffer_size: int = DEFAULT_BUFFER_SIZE) -> tf.data.Dataset:
+                   buffer_size: int | None = None) -> tf.data.Dataset:
   """Packed rows of `dataset`'s 1-D int32 `features`: each buffer of `buffer_size` consecutive
   examples (the last one may be shorter) becomes rows by `pack_fn((values, row_splits) of each
-  feature)`, which returns the `output_lengths` features `[R, length]`."""
+  feature)`, which returns the `output_lengths` features `[R, length]`.
+
+  Default buffer: the longest row length in examples, as SeqIO's packer batches (enough for one
+  full row of 1-token examples), so the first rows wait for no more input than SeqIO's do.
+  """
+  buffer_size = buffer_size or max(output_lengths.values())
   if buffer_size < 1:
     raise ValueError(f"buffer_size={buffer_size}: pack at least one example at a time.")
   names = list(output_lengths)
