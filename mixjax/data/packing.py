@@ -11,8 +11,8 @@ does not fit. Here a whole buffer of examples is packed by a few numpy passes:
    a few cumulative sums over all rows and examples (a stack discipline, solved by reflection:
    see `_best_fit_pairs`), so the Python loop runs over rounds (about the examples per row), never
    over examples. Layouts with two lengths (encoder inputs, decoder targets) fit both at once.
-2. `scatter`: tokens, segment ids and positions of every example land in their row in one fancy
-   index per feature. Inside a row, examples keep their stream order; rows come out ordered by
+2. `_Rows.write`: tokens, segment ids and positions of every example land in their row in one
+   flat index per feature. Inside a row, examples keep their stream order; rows come out ordered by
    their first example in the stream, so the packed stream follows the example stream.
 
 Nothing here is random: the rows are a pure function of the buffer, so a deterministic example
@@ -135,7 +135,7 @@ def row_layout(row_N: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return row_N, segment_N + 1
 
 
-def offsets(row_N: np.ndarray, segment_N: np.ndarray, lengths_N: np.ndarray) -> np.ndarray:
+def _starts(row_N: np.ndarray, segment_N: np.ndarray, lengths_N: np.ndarray) -> np.ndarray:
   """Where each example starts in its row: the summed lengths of the row's earlier segments."""
   order = np.lexsort((segment_N, row_N))
   ends = np.cumsum(lengths_N[order])
@@ -147,18 +147,42 @@ def offsets(row_N: np.ndarray, segment_N: np.ndarray, lengths_N: np.ndarray) -> 
   return out
 
 
-def scatter(values: np.ndarray, splits: np.ndarray, row_N: np.ndarray, start_N: np.ndarray,
-            num_rows: int, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Rows `[R, length]` of the tokens of N examples (`values` split by `splits`, `[N + 1]`),
-  example n from column `start_N[n]` of row `row_N[n]`; also each token's example index and
-  its position in the example (`[T]`), and where it went (row and column, `[T]`)."""
-  lengths_N = np.diff(splits)
-  example_T = np.repeat(np.arange(len(lengths_N)), lengths_N)
-  position_T = np.arange(len(values)) - splits[:-1][example_T]
-  rows_T, cols_T = row_N[example_T], start_N[example_T] + position_T
-  out_RL = np.zeros((num_rows, length), np.int32)
-  out_RL[rows_T, cols_T] = values
-  return out_RL, (example_T, position_T), (rows_T, cols_T)
+class _Rows:
+  """Packed rows `[R, L]` being written: tokens, segment ids and positions (flat, `[R * L]`)."""
+
+  def __init__(self, row_N: np.ndarray, segment_N: np.ndarray, lengths_N: np.ndarray,
+               num_rows: int, length: int):
+    self.length, self.segment_N = length, segment_N
+    self.base_N = row_N * length + _starts(row_N, segment_N, lengths_N)  # flat start of each
+    self.tokens = np.zeros(num_rows * length, np.int32)
+    self.segments = np.zeros(num_rows * length, np.int32)
+    self.positions = np.zeros(num_rows * length, np.int32)
+
+  def write(self, part: tuple[np.ndarray, np.ndarray], skip_N: np.ndarray | int = 0
+            ) -> np.ndarray:
+    """Writes one part of every example (tokens `values` split by `splits`, `[N + 1]`) from
+    `skip_N` tokens into it; returns each token's flat destination `[T]`."""
+    values, splits = part
+    lengths_N = np.diff(splits)
+    dest_T = np.arange(len(values)) + np.repeat(self.base_N + skip_N - splits[:-1], lengths_N)
+    self.tokens[dest_T] = values
+    self.segments[dest_T] = np.repeat(self.segment_N, lengths_N)
+    self.positions[dest_T] = dest_T - np.repeat(self.base_N, lengths_N)
+    return dest_T
+
+  def features(self, prefix: str, bos_id: int | None) -> dict[str, np.ndarray]:
+    """`<prefix>_{input,target}_tokens` (decoder) or `<prefix>_input_tokens` (encoder, no
+    `bos_id`), `_segment_ids`, `_positions`, each `[R, L]`."""
+    shape = (-1, self.length)
+    tokens, segments = self.tokens.reshape(shape), self.segments.reshape(shape)
+    out = {f"{prefix}_segment_ids": segments,
+           f"{prefix}_positions": self.positions.reshape(shape)}
+    if bos_id is None:
+      out[f"{prefix}_input_tokens"] = tokens
+    else:
+      out[f"{prefix}_target_tokens"] = tokens
+      out[f"{prefix}_input_tokens"] = _shift_right(tokens, segments, bos_id)
+    return out
 
 
 def _shift_right(tokens_RL: np.ndarray, segments_RL: np.ndarray, bos_id: int) -> np.ndarray:
@@ -169,85 +193,66 @@ def _shift_right(tokens_RL: np.ndarray, segments_RL: np.ndarray, bos_id: int) ->
   return np.where(segments_RL == prev_segments, shifted, bos_id).astype(np.int32)
 
 
-def _place(feature: tuple[np.ndarray, np.ndarray], row_N, segment_N, num_rows, length):
-  """Tokens, segment ids and positions `[R, L]` of one packed feature."""
-  values, splits = feature
-  start_N = offsets(row_N, segment_N, np.diff(splits))
-  tokens, (example_T, position_T), where = scatter(values, splits, row_N, start_N, num_rows,
-                                                  length)
-  segments = np.zeros_like(tokens)
-  segments[where] = segment_N[example_T]
-  positions = np.zeros_like(tokens)
-  positions[where] = position_T
-  return tokens, segments, positions
+def _lengths(*parts) -> np.ndarray:
+  """`[N, P]`: each example's length in each part (values, row splits)."""
+  return np.stack([np.diff(splits) for _, splits in parts], axis=1)
 
 
-def _lengths(*features) -> np.ndarray:
-  return np.stack([np.diff(splits) for _, splits in features], axis=1)
+def _layout(lengths_ND: np.ndarray, capacity_D: Sequence[int]):
+  row_N, num_rows = assign_rows(lengths_ND, capacity_D)
+  return (*row_layout(row_N), num_rows)
 
 
 def pack_lm(targets, length: int, bos_id: int = 0) -> dict[str, np.ndarray]:
   """Decoder-only LM rows (SeqIO `LMFeatureConverter(pack=True)` features) of examples
   `targets = (values, row_splits)`."""
-  row_N, num_rows = assign_rows(_lengths(targets), [length])
-  row_N, segment_N = row_layout(row_N)
-  tokens, segments, positions = _place(targets, row_N, segment_N, num_rows, length)
-  return {"decoder_target_tokens": tokens,
-          "decoder_input_tokens": _shift_right(tokens, segments, bos_id),
-          "decoder_loss_weights": (tokens != 0).astype(np.int32),
-          "decoder_segment_ids": segments, "decoder_positions": positions}
+  lengths_N1 = _lengths(targets)
+  row_N, segment_N, num_rows = _layout(lengths_N1, [length])
+  rows = _Rows(row_N, segment_N, lengths_N1[:, 0], num_rows, length)
+  rows.write(targets)
+  out = rows.features("decoder", bos_id)
+  out["decoder_loss_weights"] = (out["decoder_target_tokens"] != 0).astype(np.int32)
+  return out
 
 
 def pack_prefix_lm(inputs, targets, length: int, bos_id: int = 0,
                    loss_on_targets_only: bool = True) -> dict[str, np.ndarray]:
   """Prefix-LM rows (SeqIO `PrefixLMFeatureConverter(pack=True)` features): each example is
   inputs ++ targets in one segment, bidirectional over the inputs and one position more
-  (`decoder_causal_attention`), scored on the targets."""
-  (in_values, in_splits), (tg_values, tg_splits) = inputs, targets
-  in_len, tg_len = np.diff(in_splits), np.diff(tg_splits)
-  both_splits = np.concatenate([[0], np.cumsum(in_len + tg_len)])
-  # inputs ++ targets of each example, as one flat array
-  both = np.zeros(both_splits[-1], np.int32)
-  in_at = np.arange(len(in_values)) - np.repeat(in_splits[:-1] - both_splits[:-1], in_len)
-  tg_at = (np.arange(len(tg_values)) - np.repeat(tg_splits[:-1] - both_splits[:-1] - in_len,
-                                                 tg_len))
-  both[in_at], both[tg_at] = in_values, tg_values
-  row_N, num_rows = assign_rows((in_len + tg_len)[:, None], [length])
-  row_N, segment_N = row_layout(row_N)
-  tokens, segments, positions = _place((both, both_splits), row_N, segment_N, num_rows, length)
-  width_RL = _per_token(in_len, row_N, segment_N, segments)
-  nonpad = (tokens != 0)
-  inputs_mask = positions < width_RL
-  weights = (nonpad & ~inputs_mask) if loss_on_targets_only else nonpad
-  return {"decoder_target_tokens": tokens,
-          "decoder_input_tokens": _shift_right(tokens, segments, bos_id),
-          "decoder_loss_weights": weights.astype(np.int32),
-          "decoder_segment_ids": segments, "decoder_positions": positions,
-          "decoder_causal_attention": ((positions < width_RL + 1) & (segments > 0)
-                                       ).astype(np.int32)}
-
-
-def _per_token(value_N: np.ndarray, row_N, segment_N, segments_RL) -> np.ndarray:
-  """`[R, L]`: each token's example's value (0 on padding)."""
-  lookup = np.zeros((segments_RL.shape[0], int(segment_N.max(initial=0)) + 1), np.int64)
-  lookup[row_N, segment_N] = value_N
-  return np.take_along_axis(lookup, segments_RL.astype(np.int64), axis=1)
+  (`decoder_causal_attention`), scored on the targets (all of it without
+  `loss_on_targets_only`)."""
+  lengths_N2 = _lengths(inputs, targets)
+  row_N, segment_N, num_rows = _layout(lengths_N2.sum(axis=1, keepdims=True), [length])
+  rows = _Rows(row_N, segment_N, lengths_N2.sum(axis=1), num_rows, length)
+  inputs_T = rows.write(inputs)
+  targets_T = rows.write(targets, skip_N=lengths_N2[:, 0])
+  bidirectional = np.zeros(num_rows * length, np.int32)
+  bidirectional[inputs_T] = 1
+  # SeqIO's "one position more": where the first target token is predicted from the inputs.
+  bidirectional[targets_T[rows.positions[targets_T] == np.repeat(lengths_N2[:, 0],
+                                                                   lengths_N2[:, 1])]] = 1
+  out = rows.features("decoder", bos_id)
+  nonpad = out["decoder_target_tokens"] != 0
+  if loss_on_targets_only:
+    nonpad[np.unravel_index(inputs_T, nonpad.shape)] = False
+  out["decoder_loss_weights"] = nonpad.astype(np.int32)
+  out["decoder_causal_attention"] = bidirectional.reshape(-1, length)
+  return out
 
 
 def pack_enc_dec(inputs, targets, inputs_length: int, targets_length: int, bos_id: int = 0
                  ) -> dict[str, np.ndarray]:
   """Encoder-decoder rows (SeqIO `EncDecFeatureConverter(pack=True)` features): inputs and
   targets of one example share a row and a segment id."""
-  row_N, num_rows = assign_rows(_lengths(inputs, targets), [inputs_length, targets_length])
-  row_N, segment_N = row_layout(row_N)
-  enc, enc_seg, enc_pos = _place(inputs, row_N, segment_N, num_rows, inputs_length)
-  dec, dec_seg, dec_pos = _place(targets, row_N, segment_N, num_rows, targets_length)
-  return {"encoder_input_tokens": enc,
-          "decoder_target_tokens": dec,
-          "decoder_input_tokens": _shift_right(dec, dec_seg, bos_id),
-          "decoder_loss_weights": (dec != 0).astype(np.int32),
-          "encoder_segment_ids": enc_seg, "decoder_segment_ids": dec_seg,
-          "encoder_positions": enc_pos, "decoder_positions": dec_pos}
+  lengths_N2 = _lengths(inputs, targets)
+  row_N, segment_N, num_rows = _layout(lengths_N2, [inputs_length, targets_length])
+  encoder = _Rows(row_N, segment_N, lengths_N2[:, 0], num_rows, inputs_length)
+  decoder = _Rows(row_N, segment_N, lengths_N2[:, 1], num_rows, targets_length)
+  encoder.write(inputs)
+  decoder.write(targets)
+  out = {**encoder.features("encoder", None), **decoder.features("decoder", bos_id)}
+  out["decoder_loss_weights"] = (out["decoder_target_tokens"] != 0).astype(np.int32)
+  return out
 
 
 def packed_dataset(dataset: tf.data.Dataset, features: Sequence[str],
