@@ -164,13 +164,22 @@ def run(corpora: Sequence[str], num_docs: Mapping[str, int], seconds: float, rou
     if not np.isnan(values[0][2]):
       figures[f"{name}_fill"] = round(float(np.mean([f for _, _, f in values])), 3)
   figures["load_avg_1min_mean"] = round(float(np.mean(loads)), 2)
+  figures.update(ratios(figures, corpora))
+  return figures
+
+
+def ratios(figures: Mapping[str, float], corpora: Sequence[str]) -> dict[str, float]:
+  """UL2 on mixjax's packer over T5's span corruption (R1) on each packer, same row lengths:
+  tokens per wall second (`..._over_r1_<packer>_<layout>`) and per CPU second (`..._cpu`)."""
+  out = {}
   for corpus in corpora:
     for layout in ("encdec_512_512", "deconly_1024"):
-      ul2 = figures[f"{corpus}/ul2_{layout}_mixjax_tokens_per_s"]
-      for packer in PACKERS:  # UL2 on mixjax's packer over T5 on each packer
-        figures[f"{corpus}/ul2_mixjax_over_r1_{packer}_{layout}"] = round(
-            ul2 / figures[f"{corpus}/r1_{layout}_{packer}_tokens_per_s"], 3)
-  return figures
+      for unit, suffix in (("tokens_per_s", ""), ("tokens_per_cpu_s", "_cpu")):
+        ul2 = figures[f"{corpus}/ul2_{layout}_mixjax_{unit}"]
+        for packer in PACKERS:
+          out[f"{corpus}/ul2_mixjax_over_r1_{packer}_{layout}{suffix}"] = round(
+              ul2 / figures[f"{corpus}/r1_{layout}_{packer}_{unit}"], 3)
+  return out
 
 
 def print_table(figures: dict, corpora: Sequence[str]) -> None:
