@@ -22,10 +22,10 @@ from mixjax.data import packing
 
 # Each drawn stream runs through two TF pipelines (about a second): few, long streams, packed in
 # small buffers so that every stream crosses several.
-SETTINGS = hypothesis.settings(derandomize=True, deadline=None,
+SETTINGS = hypothesis.settings(derandomize=True, deadline=None, database=None,
                                max_examples=int(os.environ.get("MIXJAX_PACKING_EXAMPLES", 2)),
                                suppress_health_check=list(hypothesis.HealthCheck))
-FAST = hypothesis.settings(derandomize=True, deadline=None, max_examples=60)
+FAST = hypothesis.settings(derandomize=True, deadline=None, database=None, max_examples=60)
 TOKEN = st.integers(2, 300)  # never 0 (padding); 1 is EOS, fine anywhere
 STREAM = 150                 # most examples in a drawn stream
 BUFFER = 32                  # examples packed together in the property tests
@@ -232,6 +232,12 @@ def test_converters_keep_seqio_options():
   unpacked = _rows(features.feature_converter("lm", pack=False), [{"targets": [4, 5, 1]}],
                    {"targets": 6})
   assert unpacked["decoder_target_tokens"].tolist() == [[4, 5, 1, 0, 0, 0]]
+  # With inputs, the decoder converter packs a prefix LM (as SeqIO's DecoderFeatureConverter).
+  prefix = _rows(features.PackedLMConverter(), [{"inputs": [3, 1], "targets": [4, 1]}] * 2,
+                 {"inputs": 2, "targets": 3})
+  assert prefix["decoder_target_tokens"].tolist() == [[3, 1, 4, 1, 0]] * 2
+  assert prefix["decoder_loss_weights"].tolist() == [[0, 0, 1, 1, 0]] * 2
+  assert prefix["decoder_causal_attention"].tolist() == [[1, 1, 1, 0, 0]] * 2
   with pytest.raises(ValueError, match="use_custom_packing_ops"):
     features.PackedEncDecConverter(use_custom_packing_ops=True)
   with pytest.raises(ValueError, match="Unknown feature_converter 'dec'"):
