@@ -28,7 +28,7 @@ setuptools.setup(
         "faiss-cpu",
     ],
     extras_require={
-        "dev": ["pytest>=7", "pytest-xdist", "nbformat", "nbclient", "ipykernel"],
+        "dev": ["pytest>=7", "pytest-xdist", "hypothesis", "nbformat", "nbclient", "ipykernel"],
         "embed": ["sentence-transformers"],
         "beam": ["apache-beam"],
         "gpu": ["jax[cuda13]"],
