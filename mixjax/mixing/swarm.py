@@ -105,8 +105,9 @@ def slot_points(data_seed: int, first_slot: jax.Array, num_slots: int) -> jax.Ar
   """u_j in [0, 1) of batch slots j = first_slot, ...: a golden-ratio sequence from a seeded
   offset, in exact uint32 arithmetic (so every proxy, and every resume, sees the same points)."""
   offset = np.uint32(np.random.SeedSequence([data_seed, 0x5357]).generate_state(1)[0])
-  j = first_slot.astype(jnp.uint32) + jnp.arange(num_slots, dtype=jnp.uint32)
-  return (offset + j * _PHI_U32).astype(jnp.float32) / np.float32(2.0**32)
+  j = jnp.asarray(first_slot).astype(jnp.uint32) + jnp.arange(num_slots, dtype=jnp.uint32)
+  bits = (offset + j * _PHI_U32) >> 8  # the top 24 bits: exact in float32, so u < 1
+  return bits.astype(jnp.float32) / np.float32(2.0**24)
 
 
 def slot_domains(weights_KD: jax.Array, u_B: jax.Array) -> jax.Array:
