@@ -20,7 +20,7 @@ ALLOWED = {
     # The iterator side (schedules, allocation, stream, sources) needs only data; the methods
     # (swarm, regmix, doremi, alignment) train proxies, so they use models and training too
     # (training.loop imports only mixing.stream: no module cycle, checked below).
-    "mixing": BASE | {"data", "models", "kernels", "training"},
+    "mixing": BASE | {"data", "iclm", "models", "kernels", "training"},  # iclm: DSIR's n-grams
     "testbed": set(),
     "iclm": {"data", "vocab", "testbed"},
     "models": {"kernels"},

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from mixjax.mixing import alignment
 from mixjax.models import transformer
@@ -37,6 +38,7 @@ def test_one_grad_and_one_jvp_equal_k_backward_passes():
   assert int(jnp.argmax(fast_D)) == 0  # the target's own domain aligns best
 
 
+@pytest.mark.slow  # compiles the alignment function again (~20 CPU-s)
 def test_the_source_moves_toward_the_aligned_domain_and_resumes_exactly():
   pools, model, params, rows = _setup()
   target = {f: v[:2] for f, v in rows.items()}

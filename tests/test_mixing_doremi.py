@@ -26,6 +26,7 @@ def test_the_three_estimators_on_known_numbers():
     doremi.DoReMiConfig(estimator="nope")
 
 
+@pytest.mark.slow  # compiles a scanned train step (~20 CPU-s)
 def test_dro_moves_weight_to_the_domain_with_the_largest_excess_loss():
   config = swarm_lib.SwarmConfig(train_steps=12, batch_size=6, steps_per_call=6)
   swarm = swarm_lib.Swarm(test_swarm.MODEL, optim.OptimizerConfig(warmup_steps=1),

@@ -71,6 +71,7 @@ def test_every_proxy_reads_each_domain_in_the_same_order():
   assert np.asarray(rows_KD).sum(1).tolist() == [32, 32]
 
 
+@pytest.mark.slow  # compiles a scanned train step (~20 CPU-s)
 def test_the_swarm_equals_separate_runs_and_shares_init(swarm):
   weights_KD = np.asarray([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1]])
   state, loss_SK = swarm.train(swarm.init(weights_KD), weights_KD)
@@ -100,6 +101,7 @@ def test_evaluate_is_the_token_weighted_mean_loss_per_set(swarm):
   assert not np.allclose(losses_KS[0], losses_KS[1])  # distinct init seeds differ
 
 
+@pytest.mark.slow  # compiles a scanned train step (~20 CPU-s)
 def test_training_on_a_domain_lowers_its_loss_most(swarm):
   weights_KD = np.eye(D) * 0.98 + 0.01
   losses_KS = swarm_lib.run_swarm(swarm, weights_KD)

@@ -8,9 +8,9 @@ over its features of log p_target(bucket) - log p_raw(bucket). Selection is Gumb
 log weights: `k` documents drawn without replacement with probability proportional to the
 weight, seeded.
 
-Hashing is vectorised over whole batches of documents in numpy (no Python loop per word): the
-batch is one byte array, words are found by a mask and hashed by a polynomial sum per word
-(`np.add.reduceat`), bigrams by mixing neighbouring word hashes within a document.
+Hashing is vectorised over whole batches of documents in numpy (no Python loop per word), with
+the word and bigram hashes of `mixjax.iclm.embed` (one byte array per batch, a polynomial sum per
+word by `np.add.reduceat`, bigrams mixed from neighbouring words of one document).
 `register_dsir_task` registers the selection as a task (its `train` split: the chosen documents).
 """
 
@@ -20,14 +20,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from mixjax.data import tasks
+from mixjax.iclm import embed
 
-_POWERS = np.cumprod(np.full(64, 1_000_003, np.uint64), dtype=np.uint64)  # polynomial hash
-_BIGRAM = np.uint64(0x9E3779B97F4A7C15)
-_LOWER = np.arange(256, dtype=np.uint8)
-_LOWER[65:91] += 32
-_WORD = np.zeros(256, bool)
-_WORD[48:58] = _WORD[65:91] = _WORD[97:123] = True
-_WORD[128:] = True  # bytes of non-ASCII characters belong to words
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,38 +32,11 @@ class DSIRConfig:
   seed: int = 0               # the Gumbel noise of the selection
 
 
-def _mix(h: np.ndarray) -> np.ndarray:
-  """A 64-bit finaliser (splitmix64) so that buckets use every bit of the word hash."""
-  h = h ^ (h >> np.uint64(30))
-  h = h * np.uint64(0xBF58476D1CE4E5B9)
-  h = h ^ (h >> np.uint64(27))
-  h = h * np.uint64(0x94D049BB133111EB)
-  return h ^ (h >> np.uint64(31))
-
-
 def hashed_features(texts: Sequence[str], num_buckets: int) -> tuple[np.ndarray, np.ndarray]:
-  """Unigram and bigram buckets of a batch: (doc index `[F]`, bucket `[F]`) of every feature."""
-  encoded = [t.encode("utf-8") for t in texts]
-  lengths = np.fromiter((len(e) + 1 for e in encoded), np.int64, len(encoded))
-  data = np.frombuffer(b"\n".join(encoded) + b"\n", np.uint8)
-  is_word = _WORD[data]
-  start_mask = is_word & ~np.concatenate([[False], is_word[:-1]])
-  starts = np.flatnonzero(start_mask)
-  if len(starts) == 0:
-    return np.zeros(0, np.int64), np.zeros(0, np.int64)
-  ends = np.flatnonzero(is_word & ~np.concatenate([is_word[1:], [False]])) + 1
-  word_bytes = np.flatnonzero(is_word)
-  word_of_byte = np.cumsum(start_mask)[word_bytes] - 1
-  position = word_bytes - starts[word_of_byte]
-  contribution = _LOWER[data[word_bytes]].astype(np.uint64) * _POWERS[position % 64]
-  word_hash = _mix(np.add.reduceat(contribution, np.cumsum(np.concatenate(
-      [[0], ends[:-1] - starts[:-1]]))) + (ends - starts).astype(np.uint64))
-  doc_of_word = np.searchsorted(np.cumsum(lengths), starts, side="right")
-  same_doc = doc_of_word[1:] == doc_of_word[:-1]
-  bigram_hash = _mix(word_hash[:-1] * _BIGRAM + word_hash[1:])[same_doc]
-  buckets = np.concatenate([word_hash, bigram_hash]) % np.uint64(num_buckets)
-  docs = np.concatenate([doc_of_word, doc_of_word[:-1][same_doc]])
-  return docs, buckets.astype(np.int64)
+  """Unigram and bigram buckets of a batch: (doc index `[F]`, bucket `[F]`) of every feature
+  (the n-gram hashes ICLM's TF-IDF embedder uses, `mixjax.iclm.embed.ngram_features`)."""
+  doc_F, hash_F = embed.ngram_features(texts)
+  return doc_F, (hash_F % np.uint64(num_buckets)).astype(np.int64)
 
 
 def _batches(texts: Sequence[str], size: int) -> Iterable[tuple[int, Sequence[str]]]:
