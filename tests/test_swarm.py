@@ -109,7 +109,9 @@ def test_training_on_a_domain_lowers_its_loss_most(swarm):
 
 
 def test_bad_weights_are_refused(swarm):
-  with pytest.raises(ValueError, match=r"\[K, 3\]"):
-    swarm.train(swarm.init(np.ones((2, 3))), np.ones((2, 2)))
+  with pytest.raises(ValueError, match=r"\[K, 3\]"):  # refused before anything compiles
+    swarm.init(np.ones((2, 2)))
   with pytest.raises(ValueError, match="not all 0"):
-    swarm.train(swarm.init(np.ones((1, 3))), np.zeros((1, 3)))
+    swarm.init(np.zeros((1, 3)))
+  with pytest.raises(ValueError, match="init_seeds"):
+    swarm.init(np.ones((2, 3)), init_seeds=[0])

@@ -162,7 +162,7 @@ class Swarm:
   def init(self, weights_KD: np.ndarray, init_seeds: Sequence[int] | None = None
            ) -> SwarmState:
     """Fresh proxies; all from `config.init_seed` unless `init_seeds` (one per proxy) says."""
-    num_proxies = len(weights_KD)
+    num_proxies = len(_check_weights(weights_KD, len(self.pools.domains)))
     seeds = list(init_seeds) if init_seeds is not None else [self.config.init_seed] * num_proxies
     if len(seeds) != num_proxies:
       raise ValueError(f"init_seeds has {len(seeds)} seeds for {num_proxies} proxies.")
