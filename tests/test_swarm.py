@@ -90,9 +90,9 @@ def test_evaluate_is_the_token_weighted_mean_loss_per_set(swarm):
   state = swarm.init(weights_KD, init_seeds=[0, 1, 2])  # K = 3 as above: no new compile
   losses_KS = swarm.evaluate(state)
   rows, set_E = swarm.pools.eval, swarm.pools.eval_set_E
+  token_losses = jax.jit(lambda params: trainer.token_losses(swarm.model, params, rows))
   for k in range(3):
-    params = jax.tree.map(lambda p, k=k: p[k], state.params)
-    loss_BT, weights_BT = trainer.token_losses(swarm.model, params, rows)
+    loss_BT, weights_BT = token_losses(jax.tree.map(lambda p, k=k: p[k], state.params))
     for s in range(D):
       mask = set_E == s
       expected = (np.asarray(loss_BT)[mask] * np.asarray(weights_BT)[mask]).sum() / np.asarray(
