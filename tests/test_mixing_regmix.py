@@ -1,5 +1,7 @@
 """RegMix's parts on known answers: sampler limits, regressors, split discipline and search."""
 
+import json
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -85,3 +87,24 @@ def test_lightgbm_stops_early_on_validation():
   y = _law(x) + rng.normal(0, 0.1, 40)  # noisy: more rounds only fit the noise
   model = regmix.LightGBMRegressor().fit(x[:30], y[:30], x[30:], y[30:])
   assert 0 < model.booster.best_iteration < 1000
+
+
+@pytest.mark.slow  # the real binary: builds pools, trains two swarms, fits, searches (minutes)
+def test_the_binary_writes_the_output_contract(tmp_path):
+  from mixjax.mixing.regmix import __main__ as binary  # noqa: PLC0415  (tests may import binaries)
+  out = tmp_path / "regmix"
+  result = binary.main([
+      "--gin_file=gin/mixing/regmix.gin", f"--output={out}",
+      "--gin.register_synthetic.num_docs=400", "--gin.RegMixConfig.num_proxies=10",
+      "--gin.RegMixConfig.proxies_per_swarm=13", "--gin.RegMixConfig.seed_replicas=3",
+      "--gin.SwarmConfig.train_steps=10", "--gin.SwarmConfig.steps_per_call=5",
+      "--gin.SwarmConfig.pool_rows=32", "--gin.SwarmConfig.eval_rows=8",
+      "--gin.RegMixConfig.num_search=2000", "--gin.RegMixConfig.top_k=20",
+      "--gin.RegMixConfig.loglinear_steps=100", "--gin.MIXING_TARGET='math'"])
+  weights = json.loads((out / "weights.json").read_text())
+  assert list(weights) == ["bios", "code", "math", "prose", "web"]
+  assert sum(weights.values()) == pytest.approx(1.0) and weights == result["weights"]
+  report = json.loads((out / "report.json").read_text())
+  assert report["target"] == "math" and len(report["proxies"]) == 10
+  assert report["seed_noise_std"] > 0 and report["regressor"] in regmix.REGRESSORS
+  assert "constant_schedule.rates" in (out / "mixture.gin").read_text()
