@@ -26,6 +26,7 @@ setuptools.setup(
         "tqdm",
         "tensorboardX",
         "faiss-cpu",
+        "lightgbm>=4",
     ],
     extras_require={
         "dev": ["pytest>=7", "pytest-xdist", "hypothesis", "nbformat", "nbclient", "ipykernel"],

@@ -7,6 +7,7 @@ import seqio
 
 from mixjax.data import tasks
 from mixjax.testbed import corpus
+from mixjax.testbed import targets
 
 PREFIX = "mixjax_synthetic"
 
@@ -20,10 +21,26 @@ def _texts(config: corpus.CorpusConfig, split: str, domain: str) -> tuple[str, .
   return tuple(doc["text"] for doc in corpus.iter_documents(config, split=split, domain=domain))
 
 
+@functools.lru_cache(maxsize=None)
+def _target_texts(config: corpus.CorpusConfig, name: str, num_docs: int) -> tuple[str, ...]:
+  return tuple(doc["text"] for doc in targets.documents(config, name, num_docs))
+
+
+def register_targets(config: corpus.CorpusConfig, prefix: str = PREFIX, num_docs: int = 200):
+  """Registers `<prefix>_target_<name>`: each testbed target's held-out documents (validation
+  split only; a `MIXING_TARGET` of known composition, not part of any mixture)."""
+  for name in targets.names():
+    source = tasks.texts_source(
+        {"validation": functools.partial(_target_texts, config, name, num_docs)})
+    tasks.register(tasks.TaskSpec(task_name(f"target_{name}", prefix), source,
+                                  domain=f"target_{name}"))
+
+
 @gin.configurable
 def register_synthetic(num_docs: int = 20_000, seed: int = 0, prefix: str = PREFIX,
                        mixture_rates: dict | None = None) -> seqio.Mixture:
-  """Registers `<prefix>_<domain>` tasks and the `<prefix>_mix` mixture.
+  """Registers `<prefix>_<domain>` tasks, `<prefix>_target_<name>` tasks (testbed targets of
+  known composition, validation only) and the `<prefix>_mix` mixture.
 
   The corpus is generated lazily, on first read. Mixture rates default to each domain's share
   of documents; pass `mixture_rates={"math": 2.0, ...}` to override some of them.
@@ -37,6 +54,7 @@ def register_synthetic(num_docs: int = 20_000, seed: int = 0, prefix: str = PREF
               if domain in corpus.PROBE_DOMAINS else None)
     tasks.register(tasks.TaskSpec(task_name(domain, prefix), source, domain=domain,
                                   probes=probes))
+  register_targets(config, prefix)
   rates = dict(corpus.domain_counts(config, split="train"))
   unknown = set(mixture_rates or {}) - set(rates)
   if unknown:

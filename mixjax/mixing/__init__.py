@@ -1,5 +1,8 @@
 """Mixtures: rates and schedules, exact per-step row allocation, accounting, weight sources.
 
-Mixture-optimisation methods (RegMix swarms, DoReMi, gradient alignment, DSIR) live here too,
-each writing `DIR/weights.json` and `DIR/mixture.gin`.
+The iterator side (schedules, allocation, accounting, sources, stream) imports only `data`.
+Mixture-optimisation methods live here too and may train proxies (`models`, `training`):
+swarm.py (K proxies in one jit), regmix/ (RegMix and its binary), doremi.py, alignment.py,
+dsir.py, with target.py (what `MIXING_TARGET` names) and output.py (the `DIR/weights.json` +
+`DIR/mixture.gin` contract every method writes).
 """

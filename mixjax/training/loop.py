@@ -96,12 +96,16 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
           checkpoint: checkpoints.CheckpointConfig | None = None,
           eval_config: evaluation.EvalConfig | None = None,
           mixing: stream.MixingConfig | None = None,
-          extra_probes: Mapping[str, Sequence[dict]] | None = None) -> dict:
+          extra_probes: Mapping[str, Sequence[dict]] | None = None,
+          weight_source=None) -> dict:
   """Trains a model on a registered task or mixture; returns the final step's metrics.
 
   Writes `MODEL_DIR/{config.gin, run_configs.json, metrics.jsonl, tb/, checkpoints/}` and
   resumes from the newest checkpoint there when one exists. `extra_probes` (`{metric name:
-  probes}`) are scored at every evaluation beside the tasks' own.
+  probes}`) are scored at every evaluation beside the tasks' own. `weight_source` (a
+  `mixjax.mixing.sources.WeightSource`; None: the run's schedule) gives the domain weights and
+  gets `update(step, {"params", "metrics"})` after every step (use the params then: the next
+  step donates them).
   """
   run = run or RunConfig()
   data, model = data or pipeline.DataConfig(), model or transformer.TransformerConfig()
@@ -137,7 +141,8 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
         decoder, tx, device_mesh, mesh.rules, init_shape)
     state, data_state = ckpt.restore(latest, abstract)
     batches = stream.make_batch_iterator(data, run.seed, shard_info, run.train_steps,
-                                         state=data_state, mixing=mixing)
+                                         state=data_state, mixing=mixing,
+                                         weight_source=weight_source)
     dropped = run_dir.drop_metrics_after(run.model_dir, latest) if writes_run_dir else 0
     _announce(f"Resuming from step {latest} of {run.train_steps} in {run.model_dir} "
               f"(checkpoint {ckpt.directory}/{latest}"
@@ -146,7 +151,7 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
     state, shardings = trainer.create_state(decoder, tx, device_mesh, mesh.rules, init_shape,
                                             run.seed)
     batches = stream.make_batch_iterator(data, run.seed, shard_info, run.train_steps,
-                                         mixing=mixing)
+                                         mixing=mixing, weight_source=weight_source)
 
   if writes_run_dir:  # only once the run directory is known to be this run's
     checkpoints.write_run_configs(run.model_dir, model=model, data=data, optimizer=optimizer,
@@ -195,6 +200,7 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
     end_step = min(run.train_steps, run.stop_at_step or run.train_steps)
     for step in range(start_step + 1, end_step + 1):
       state, step_metrics = step_fn(state, trainer.global_batch(device_mesh, next(batches)))
+      batches.update(step, {"params": state.params, "metrics": step_metrics})
       if pending is not None:
         last.update(log_train(*pending))
       pending = (step, step_metrics)
