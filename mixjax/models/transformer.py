@@ -35,7 +35,10 @@ class TransformerConfig:
   rope_max_wavelength: float = 10_000.0
   dtype: str = "float32"
   attention_impl: str = "xla"
-  remat: bool = False
+  # Rematerialisation of each block in the backward pass: 'none' | 'dots_saveable' (keep the
+  # weight matmuls' outputs, recompute the rest) | 'full' (keep only the block inputs);
+  # True / False mean 'full' / 'none'.
+  remat: bool | str = False
   architecture: str = "decoder"   # decoder | encoder_decoder (num_layers each side)
 
   def __post_init__(self):
@@ -47,12 +50,27 @@ class TransformerConfig:
       raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings.")
     if self.architecture not in ARCHITECTURES:
       raise ValueError(f"Unknown architecture {self.architecture!r}; valid: {ARCHITECTURES}.")
+    if remat_policy(self.remat) not in REMAT_POLICIES:
+      raise ValueError(f"Unknown remat {self.remat!r}; valid: {sorted(REMAT_POLICIES)}.")
     if self.attention_impl not in attention_lib.ATTENTION_IMPLS:
       raise ValueError(f"Unknown attention_impl {self.attention_impl!r}; valid: "
                        f"{sorted(attention_lib.ATTENTION_IMPLS)}.")
 
 
 ARCHITECTURES = ("decoder", "encoder_decoder")
+# remat name -> jax checkpoint policy (None: no remat; the empty policy saves nothing).
+REMAT_POLICIES = {
+    "none": None,
+    "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
+
+
+def remat_policy(remat: bool | str) -> str:
+  """The policy name of a `TransformerConfig.remat` value (booleans from older configs)."""
+  if isinstance(remat, bool):
+    return "full" if remat else "none"
+  return remat
 
 
 def _dense_init(*names):
@@ -155,7 +173,8 @@ def _embed(embedding_VD, cfg: TransformerConfig, tokens_BT):
 
 
 def _stack(cfg: TransformerConfig, prefix: str, x_BTD, positions_BT, ranges, encoded=None):
-  block = nn.remat(DecoderBlock) if cfg.remat else DecoderBlock
+  policy = REMAT_POLICIES[remat_policy(cfg.remat)]
+  block = DecoderBlock if policy is None else nn.remat(DecoderBlock, policy=policy)
   for i in range(cfg.num_layers):
     x_BTD = block(cfg, name=f"{prefix}{i}")(x_BTD, positions_BT, *ranges, encoded)
   return x_BTD
