@@ -30,7 +30,7 @@ def _dry_run_flags(argv):
 _FLAGS, _ = _dry_run_flags(sys.argv[1:])
 if _FLAGS.topology:  # compile-only TPU devices: libtpu without metadata queries (before jax loads)
   for _name, _value in {"TPU_SKIP_MDS_QUERY": "1", "TPU_WORKER_HOSTNAMES": "localhost",
-                        "JAX_PLATFORMS": "cpu"}.items():
+                        "JAX_PLATFORMS": "cpu", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}.items():
     os.environ.setdefault(_name, _value)
 
 from mixjax import gin_utils  # noqa: E402

@@ -173,6 +173,31 @@ def _bytes_per_device(compiled) -> dict[str, int]:
   return {"argument": argument, "output": output, "temp": temp, "alias": alias, "peak": peak}
 
 
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+_HBM_OOM = re.compile(r"required for .*?\(([\d.]+)([KMGT]?)\) exceeds available HBM "
+                      r"\(([\d.]+)([KMGT]?)\)", re.S)
+
+
+def _hbm_overflow(error: Exception) -> int | None:
+  """Bytes per device the compiler said the step needs, when it refused it for lack of HBM."""
+  match = _HBM_OOM.search(str(error))
+  if "RESOURCE_EXHAUSTED" not in str(error) or not match:
+    return None
+  return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _compile(lowered):
+  """`(compiled, None)`, or `(None, bytes needed)` when XLA refuses the step for lack of HBM (the
+  TPU compiler checks the fit itself); any other compile error propagates."""
+  try:
+    return lowered.compile(), None
+  except jax.errors.JaxRuntimeError as e:
+    needed = _hbm_overflow(e)
+    if needed is None:
+      raise
+    return None, needed
+
+
 def _cost(compiled) -> dict[str, float]:
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax: one dict per executable
@@ -226,19 +251,25 @@ def dry_run(data: pipeline.DataConfig, model: transformer.TransformerConfig,
   batch = abstract_batch(data, mesh)
   with partitioning.mesh_context(mesh, mesh_config.rules):
     lowered = trainer.jit_train_step(decoder, tx, mesh, shardings).lower(abstract_state, batch)
-  compiled = lowered.compile()
+  compiled, needed = _compile(lowered)
   counts = param_counts(abstract_state.params)
   seq_len = data.row_length
   tokens_per_step = data.batch_size * seq_len
   per_token = flops_per_token(model, counts["params_non_embedding"], seq_len)
-  bytes_per_device = _bytes_per_device(compiled)
-  cost = _cost(compiled)  # per device: the compiled program is one SPMD partition
+  if compiled is None:  # only the compiler's total is known
+    bytes_per_device = dict.fromkeys(("argument", "output", "temp", "alias"), None)
+    bytes_per_device["peak"] = needed
+    cost = {"flops": None, "bytes_accessed": None}
+  else:
+    bytes_per_device = _bytes_per_device(compiled)
+    cost = _cost(compiled)  # per device: the compiled program is one SPMD partition
   report = {
       "topology": target_name, "num_devices": len(devices), "num_slices": num_slices,
       "device_kind": devices[0].device_kind, "mesh": dict(mesh.shape),
       **counts,
       "seq_len": seq_len, "batch_size": data.batch_size, "tokens_per_step": tokens_per_step,
-      "flops_per_token": per_token, "xla_flops_per_step": cost["flops"] * len(devices),
+      "flops_per_token": per_token,
+      "xla_flops_per_step": None if compiled is None else cost["flops"] * len(devices),
       "xla_bytes_accessed_per_device": cost["bytes_accessed"],
       "bytes_per_device": bytes_per_device,
       "dtype": model.dtype, "remat": transformer.remat_policy(model.remat),
@@ -254,7 +285,7 @@ def _fit_and_roofline(chip: Chip | None, devices, peak_bytes: int, cost, model_f
   hbm = chip.hbm_bytes if chip else (devices[0].memory_stats() or {}).get("bytes_limit")
   out = {"hbm_bytes_per_device": hbm, "fits": True if hbm is None else peak_bytes <= hbm,
          "roofline_step_seconds": None, "roofline_mfu": None}
-  if chip is not None:
+  if chip is not None and cost["flops"] is not None:
     # The slower of compute and HBM traffic at peak; MFU counts the analytic model FLOPs only.
     seconds = max(cost["flops"] / chip.peak_bf16_flops,
                   cost["bytes_accessed"] / chip.hbm_bytes_per_second)
