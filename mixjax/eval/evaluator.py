@@ -122,7 +122,7 @@ class Evaluator:
     """Per-row (summed loss, summed weight) over a batch of any number of rows."""
     losses, weights = [], []
     for piece, n in _chunks(batch, self._rows):
-      with self._mesh, nn.logical_axis_rules(self._rules):
+      with partitioning.mesh_context(self._mesh, self._rules):  # Pallas kernels in shard_map
         loss_N, weight_N = self._sums(params, trainer.global_batch(self._mesh, piece))
       losses.append(np.asarray(loss_N)[:n])
       weights.append(np.asarray(weight_N)[:n])

@@ -414,13 +414,19 @@ def _streamed_step(table_ref, row, step, body):
     body(block, masked=True)
 
 
+def _row_sees_block(start_ref, end_ref, block, block_k):
+  """`[block_q, block_k]` mask: query row's range holds the key at each position of `block`."""
+  pos_1N = block * block_k + lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
+  return _range_mask(start_ref[...], end_ref[...], pos_1N)
+
+
 def _streamed_fwd_kernel(table_ref, q_ref, k_ref, v_ref, start_ref, end_ref, o_ref, lse_ref,
                          acc_ref, max_ref, sum_ref, *, scale, num_q_blocks):
   """Grid (batch, head, query block, step); q/o `[block_q, D]`, k/v `[block_k, D]`."""
   b, i, j = pl.program_id(0), pl.program_id(2), pl.program_id(3)
   block_k = k_ref.shape[0]
 
-  @pl.when(j == 0)
+  @pl.when(j == 0)  # a new row block: fresh softmax state
   def _():
     acc, mx, sm = common.softmax_init(*acc_ref.shape)
     acc_ref[...], max_ref[...], sum_ref[...] = acc, mx, sm
@@ -428,8 +434,7 @@ def _streamed_fwd_kernel(table_ref, q_ref, k_ref, v_ref, start_ref, end_ref, o_r
   def body(block, masked):
     s_MN = common.dot_nt(q_ref[...], k_ref[...]) * (scale * common.LOG2_E)
     if masked:
-      pos_1N = block * block_k + lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
-      s_MN = jnp.where(_range_mask(start_ref[...], end_ref[...], pos_1N), s_MN, -jnp.inf)
+      s_MN = jnp.where(_row_sees_block(start_ref, end_ref, block, block_k), s_MN, -jnp.inf)
     state = (acc_ref[...], max_ref[...], sum_ref[...])
     acc, mx, sm = common.softmax_update(state, s_MN, v_ref[...], may_be_empty=masked)
     acc_ref[...], max_ref[...], sum_ref[...] = acc, mx, sm
@@ -457,8 +462,7 @@ def _streamed_dq_kernel(table_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_r
     k_ND = k_ref[...]
     p_MN = jnp.exp2(common.dot_nt(q_ref[...], k_ND) * (scale * common.LOG2_E) - lse_ref[...])
     if masked:
-      pos_1N = block * block_k + lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
-      p_MN = jnp.where(_range_mask(start_ref[...], end_ref[...], pos_1N), p_MN, 0.0)
+      p_MN = jnp.where(_row_sees_block(start_ref, end_ref, block, block_k), p_MN, 0.0)
     ds_MN = p_MN * (common.dot_nt(do_ref[...], v_ref[...]) - delta_ref[...])
     acc_ref[...] += common.dot_nn(ds_MN.astype(k_ND.dtype), k_ND)
 
