@@ -78,7 +78,9 @@ def _dense_init(*names):
 
 
 def _constrain(x, *names):
-  return nn.with_logical_constraint(x, names)
+  # The mesh is passed explicitly: under the legacy `with mesh:` flax sees no global mesh and
+  # would drop the constraint (XLA then may replicate activations across the fsdp axis).
+  return nn.with_logical_constraint(x, names, mesh=attention_lib.current_kernel_mesh())
 
 
 class RMSNorm(nn.Module):
