@@ -38,8 +38,24 @@ def _dry_run(configs, **kwargs):
 
 @pytest.fixture(scope="module")
 def tiny_v5e():
-  """The tiny run on v5e:2x2 with data=2, fsdp=2 (one compile shared by the tests below)."""
-  return _dry_run(_configs("MESH_SHAPE=(2, 2, 1)"), topology="v5e:2x2")
+  """The tiny run on v5e:2x2 with data=2, fsdp=2 (one compile shared by the tests below), and
+  how many times it built the step with `trainer.jit_train_step`, the function training uses."""
+  original, calls = trainer.jit_train_step, []
+
+  def counting(*args, **kwargs):
+    calls.append(1)
+    return original(*args, **kwargs)
+
+  trainer.jit_train_step = counting
+  try:
+    report = _dry_run(_configs("MESH_SHAPE=(2, 2, 1)"), topology="v5e:2x2")
+  finally:
+    trainer.jit_train_step = original
+  return dict(report, jit_train_step_calls=len(calls))
+
+
+def test_dry_run_compiles_the_function_training_runs(tiny_v5e):
+  assert tiny_v5e["jit_train_step_calls"] == 1
 
 
 def test_tiny_dry_run_on_v5e_reports_the_compiled_step(tiny_v5e):
@@ -61,8 +77,8 @@ def test_tiny_dry_run_on_v5e_reports_the_compiled_step(tiny_v5e):
 def test_params_total_is_the_real_parameter_count(tiny_v5e):
   configs = _configs()
   model = compile_lib._sized(configs["model"], configs["data"])
-  params = transformer.build_model(model).init(
-      jax.random.key(0), jax.numpy.zeros((1, 8), jax.numpy.int32))["params"]
+  params = jax.eval_shape(transformer.build_model(model).init, jax.random.key(0),
+                          jax.numpy.zeros((1, 8), jax.numpy.int32))["params"]
   real = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
   assert tiny_v5e["params_total"] == real
   assert tiny_v5e["params_embedding"] == model.vocab_size * model.d_model
@@ -143,18 +159,8 @@ def test_binary_exits_4_naming_the_levers_when_the_step_does_not_fit(tmp_path, c
 
 def test_local_devices_dry_run_writes_the_report(tmp_path):
   report = _main(["--gin_file=gin/runs/tiny.gin", f"--gin.MODEL_DIR='{tmp_path}'",
-                       "--gin.MESH_SHAPE=(2, 2, 2)", "--dry_run"])
-  assert report["topology"] == "local:cpu" and report["num_devices"] == 8
+                  "--gin.MESH_SHAPE=(2, 1, 1)", "--gin.MeshConfig.num_devices=2", "--dry_run"])
+  assert report["topology"] == "local:cpu" and report["num_devices"] == 2
   assert report["fits"] is True and report["roofline_mfu"] is None
   assert json.loads((tmp_path / "dry_run.json").read_text())["params_total"] == report[
       "params_total"]
-
-
-def test_dry_run_lowers_the_function_training_runs(monkeypatch):
-  """One builder for both: the dry run compiles trainer.jit_train_step."""
-  calls = []
-  original = trainer.jit_train_step
-  monkeypatch.setattr(trainer, "jit_train_step", lambda *a, **k: calls.append(1) or original(
-      *a, **k))
-  _dry_run(_configs("BATCH_SIZE=4"), topology="v5e:2x2")
-  assert calls == [1]

@@ -240,6 +240,7 @@ def dry_run(data: pipeline.DataConfig, model: transformer.TransformerConfig,
   except (ValueError, AssertionError, NotImplementedError) as e:
     raise ValueError(f"MESH_SHAPE {tuple(mesh_config.shape)} does not tile {target_name} "
                      f"({len(devices)} devices): {e}") from e
+  devices = list(mesh.devices.flat)  # MeshConfig.num_devices may use fewer than the target has
   dp = partitioning.data_parallel_size(mesh)
   if data.batch_size % dp:
     raise ValueError(f"batch_size={data.batch_size} must be a multiple of the data-parallel size "
