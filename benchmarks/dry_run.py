@@ -69,8 +69,12 @@ def main():
           f"{report['tokens_per_step']} | {report['bytes_per_device']['peak'] / 2**30:.2f} | "
           f"{report['fits']} | {'-' if mfu is None else f'{mfu:.2f}'} | {seconds:.0f} |",
           flush=True)
-  os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-  with open(args.json, "w") as f:
+    _write(args.json, flat)  # after every row: a long sweep keeps what it measured
+
+
+def _write(path, flat):
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
     json.dump(flat, f, indent=2, sort_keys=True)
 
 
