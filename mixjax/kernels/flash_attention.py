@@ -16,7 +16,10 @@ over `[lo, hi)` only (so packed short documents visit a few blocks near the diag
 element mask on `[full_lo, full_hi)`. `num_visited_blocks` counts the same thing for benchmarks.
 
 Backends, tiling arithmetic and the online-softmax state are shared with the other kernels
-(`common`): one set of kernel bodies here, launched per backend by a `common.Platform`.
+(`common`): one set of kernel bodies here, launched per backend by a `common.Platform`. On TPU
+(`Platform.stream_kv_blocks`) a second, streamed launch of the same arithmetic feeds the visited
+K/V blocks through the grid from a scalar-prefetched block table, so long sequences fit in VMEM
+(see "Streamed launch" below).
 """
 
 import dataclasses
