@@ -126,7 +126,7 @@ class Evaluator:
     losses, weights = [], []
     for piece, n in _chunks(batch, self._rows):
       local = {k: v[self._host_rows] for k, v in piece.items()}  # this host's devices' rows
-      with self._mesh, nn.logical_axis_rules(self._rules):
+      with partitioning.mesh_context(self._mesh, self._rules):  # Pallas kernels in shard_map
         loss_N, weight_N = self._sums(params, trainer.global_batch(self._mesh, local))
       losses.append(np.asarray(loss_N)[:n])
       weights.append(np.asarray(weight_N)[:n])

@@ -83,6 +83,8 @@ class Platform:
     table_memory_space: where small int32 tables and per-row scalars live (SMEM on TPU: loop
       bounds are scalars).
     compiler_params: `(num_warps, num_stages, num_grid_dims) -> compiler params`.
+    stream_kv_blocks: flash attention streams the visited K/V blocks through the grid (scalar
+      prefetch of the block table; Mosaic TPU) instead of holding a whole row in fast memory.
   """
   name: str
   block_sizes: BlockSizes
@@ -91,6 +93,7 @@ class Platform:
   pad_head_dim: Callable[[int], int]
   table_memory_space: Any
   compiler_params: Callable[[int, int, int], Any]
+  stream_kv_blocks: bool = False
 
   def table_spec(self):
     """BlockSpec of a whole small table (block tables, lengths, per-row parameters)."""
@@ -119,7 +122,7 @@ _TPU = Platform(
     block_sizes=BlockSizes(block_q=128, block_k=128, block_q_dq=128, block_k_dq=128,
                            block_q_dkv=128, block_k_dkv=128),
     min_block_q=8, min_block_k=128, pad_head_dim=lambda d: round_up(d, 128),
-    table_memory_space=pltpu.SMEM, compiler_params=_mosaic_tpu_params)
+    table_memory_space=pltpu.SMEM, compiler_params=_mosaic_tpu_params, stream_kv_blocks=True)
 # CPU runs the GPU launch in interpret mode, so CI exercises the same grid and block specs.
 _CPU = dataclasses.replace(_GPU, name="cpu")
 PLATFORMS = {p.name: p for p in (_GPU, _TPU, _CPU)}

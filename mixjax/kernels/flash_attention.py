@@ -16,7 +16,10 @@ over `[lo, hi)` only (so packed short documents visit a few blocks near the diag
 element mask on `[full_lo, full_hi)`. `num_visited_blocks` counts the same thing for benchmarks.
 
 Backends, tiling arithmetic and the online-softmax state are shared with the other kernels
-(`common`): one set of kernel bodies here, launched per backend by a `common.Platform`.
+(`common`): one set of kernel bodies here, launched per backend by a `common.Platform`. On TPU
+(`Platform.stream_kv_blocks`) a second, streamed launch of the same arithmetic feeds the visited
+K/V blocks through the grid from a scalar-prefetched block table, so long sequences fit in VMEM
+(see "Streamed launch" below).
 """
 
 import dataclasses
@@ -26,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
 
 from mixjax.kernels import common
 
@@ -314,6 +318,8 @@ def _query_grid_specs(q_BTHD, k_BSKD, block_q):
 
 def _forward(q_BTHD, k_BSKD, v_BSKD, start_BT, end_BT, cfg):
   """Returns `(out_BTHD, lse_BHT1)`; lse in base 2, +inf on empty rows."""
+  if cfg.platform.stream_kv_blocks:
+    return _streamed_forward(q_BTHD, k_BSKD, v_BSKD, start_BT, end_BT, cfg)
   batch, q_len, num_heads, _ = q_BTHD.shape
   block_q, block_k = cfg.block_sizes.block_q, cfg.block_sizes.block_k
   num_q_blocks = q_len // block_q
@@ -379,6 +385,225 @@ def _backward_dkv(q_BTHD, k_BSKD, v_BSKD, do_BTHD, lse_BHT1, delta_BHT1, start_B
   return dk_BSF.reshape(k_BSKD.shape), dv_BSF.reshape(v_BSKD.shape)
 
 
+# ----------------------------------------------------------------------------------------------
+# Streamed launch (TPU). The kernels above hold a whole row of K/V (or of Q) in fast memory: fine
+# at a few thousand keys, a VMEM overflow on TPU at 32k. Here the visited blocks stream through
+# the grid instead: the innermost grid axis walks steps 0, 1, ... of a block row, and the K/V
+# (dK/dV: Q/dO) BlockSpecs' index maps read the block table from scalar prefetch (SMEM) to fetch
+# block `lo + step`. Steps past the row's last visited block map to that same block, which
+# Pallas does not fetch again, and compute nothing; so only visited blocks are read and no array
+# of size T sits in VMEM. The online-softmax state lives in VMEM scratch across the steps.
+
+
+def _streamed_block(table_ref, row, step):
+  """Block `lo + step` of table row `row`, clamped to the row's last visited block."""
+  base = row * _TABLE_WIDTH
+  lo, hi = table_ref[base], table_ref[base + 1]
+  return lo + jnp.minimum(step, jnp.maximum(hi - lo - 1, 0))
+
+
+def _streamed_step(table_ref, row, step, body):
+  """Runs `body(block, masked)` for visited block `lo + step`, masked outside the full run."""
+  lo, hi, full_lo, full_hi = _read_table(table_ref, row, _TABLE_WIDTH)
+  block = lo + step
+  full = (block >= full_lo) & (block < full_hi)
+
+  @pl.when((block < hi) & full)
+  def _():
+    body(block, masked=False)
+
+  @pl.when((block < hi) & ~full)
+  def _():
+    body(block, masked=True)
+
+
+def _row_sees_block(start_ref, end_ref, block, block_k):
+  """`[block_q, block_k]` mask: query row's range holds the key at each position of `block`."""
+  pos_1N = block * block_k + lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
+  return _range_mask(start_ref[...], end_ref[...], pos_1N)
+
+
+def _streamed_fwd_kernel(table_ref, q_ref, k_ref, v_ref, start_ref, end_ref, o_ref, lse_ref,
+                         acc_ref, max_ref, sum_ref, *, scale, num_q_blocks):
+  """Grid (batch, head, query block, step); q/o `[block_q, D]`, k/v `[block_k, D]`."""
+  b, i, j = pl.program_id(0), pl.program_id(2), pl.program_id(3)
+  block_k = k_ref.shape[0]
+
+  @pl.when(j == 0)  # a new row block: fresh softmax state
+  def _():
+    acc, mx, sm = common.softmax_init(*acc_ref.shape)
+    acc_ref[...], max_ref[...], sum_ref[...] = acc, mx, sm
+
+  def body(block, masked):
+    s_MN = common.dot_nt(q_ref[...], k_ref[...]) * (scale * common.LOG2_E)
+    if masked:
+      s_MN = jnp.where(_row_sees_block(start_ref, end_ref, block, block_k), s_MN, -jnp.inf)
+    state = (acc_ref[...], max_ref[...], sum_ref[...])
+    acc, mx, sm = common.softmax_update(state, s_MN, v_ref[...], may_be_empty=masked)
+    acc_ref[...], max_ref[...], sum_ref[...] = acc, mx, sm
+
+  _streamed_step(table_ref, b * num_q_blocks + i, j, body)
+
+  @pl.when(j == pl.num_programs(3) - 1)
+  def _():
+    out_MD, lse_M1, seen_M1 = common.softmax_finish((acc_ref[...], max_ref[...], sum_ref[...]))
+    o_ref[...] = out_MD.astype(o_ref.dtype)
+    lse_ref[...] = jnp.where(seen_M1, lse_M1, jnp.inf)
+
+
+def _streamed_dq_kernel(table_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, start_ref,
+                        end_ref, dq_ref, acc_ref, *, scale, num_q_blocks):
+  """dQ, grid (batch, head, query block, step) like the forward pass."""
+  b, i, j = pl.program_id(0), pl.program_id(2), pl.program_id(3)
+  block_k = k_ref.shape[0]
+
+  @pl.when(j == 0)
+  def _():
+    acc_ref[...] = jnp.zeros(acc_ref.shape, jnp.float32)
+
+  def body(block, masked):
+    k_ND = k_ref[...]
+    p_MN = jnp.exp2(common.dot_nt(q_ref[...], k_ND) * (scale * common.LOG2_E) - lse_ref[...])
+    if masked:
+      p_MN = jnp.where(_row_sees_block(start_ref, end_ref, block, block_k), p_MN, 0.0)
+    ds_MN = p_MN * (common.dot_nt(do_ref[...], v_ref[...]) - delta_ref[...])
+    acc_ref[...] += common.dot_nn(ds_MN.astype(k_ND.dtype), k_ND)
+
+  _streamed_step(table_ref, b * num_q_blocks + i, j, body)
+
+  @pl.when(j == pl.num_programs(3) - 1)
+  def _():
+    dq_ref[...] = (acc_ref[...] * scale).astype(dq_ref.dtype)
+
+
+def _streamed_dkv_kernel(key_table_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref,
+                         start_ref, end_ref, dk_ref, dv_ref, dk_acc_ref, dv_acc_ref, *, scale,
+                         num_k_blocks):
+  """dK, dV, grid (batch, kv head, key block, group member, step): the query blocks that visit
+  this key block stream by, for each q head of the group; transposed as in `_dkv_kernel`.
+
+  q/do `[block_q, D]`, lse/delta `[1, block_q]`, start/end `[1, block_q]`, k/v `[block_k, D]`.
+  """
+  b, j, g, i = pl.program_id(0), pl.program_id(2), pl.program_id(3), pl.program_id(4)
+  block_k = k_ref.shape[0]
+
+  @pl.when((g == 0) & (i == 0))
+  def _():
+    dk_acc_ref[...] = jnp.zeros(dk_acc_ref.shape, jnp.float32)
+    dv_acc_ref[...] = jnp.zeros(dv_acc_ref.shape, jnp.float32)
+
+  def body(query_block, masked):
+    del query_block  # its rows' ranges come in through start_ref / end_ref
+    q_MD, do_MD, k_ND = q_ref[...], do_ref[...], k_ref[...]
+    pt_NM = jnp.exp2(common.dot_nt(k_ND, q_MD) * (scale * common.LOG2_E) - lse_ref[...])
+    if masked:
+      pos_N1 = j * block_k + lax.broadcasted_iota(jnp.int32, (block_k, 1), 0)
+      pt_NM = jnp.where(_range_mask(start_ref[...], end_ref[...], pos_N1), pt_NM, 0.0)
+    dv_acc_ref[...] += common.dot_nn(pt_NM.astype(do_MD.dtype), do_MD)
+    dst_NM = pt_NM * (common.dot_nt(v_ref[...], do_MD) - delta_ref[...])
+    dk_acc_ref[...] += common.dot_nn(dst_NM.astype(q_MD.dtype), q_MD)
+
+  _streamed_step(key_table_ref, b * num_k_blocks + j, i, body)
+
+  @pl.when((g == pl.num_programs(3) - 1) & (i == pl.num_programs(4) - 1))
+  def _():
+    dk_ref[...] = (dk_acc_ref[...] * scale).astype(dk_ref.dtype)
+    dv_ref[...] = dv_acc_ref[...].astype(dv_ref.dtype)
+
+
+def _streamed_call(cfg, kernel, *, grid, in_specs, out_specs, out_shape, scratch, name,
+                   num_parallel):
+  semantics = ("parallel",) * num_parallel + ("arbitrary",) * (len(grid) - num_parallel)
+  return pl.pallas_call(
+      kernel, out_shape=out_shape,
+      grid_spec=pltpu.PrefetchScalarGridSpec(
+          num_scalar_prefetch=1, grid=grid, in_specs=in_specs, out_specs=out_specs,
+          scratch_shapes=[pltpu.VMEM(shape, jnp.float32) for shape in scratch]),
+      compiler_params=pltpu.CompilerParams(dimension_semantics=semantics),
+      interpret=cfg.interpret, name=name)
+
+
+def _streamed_query_specs(q_BTHD, k_BSKD, block_q, block_k, num_q_blocks):
+  """Specs of the grid (batch, q head, query block, step): rows, streamed keys, ranges, stats."""
+  head_dim = q_BTHD.shape[3]
+  group = q_BTHD.shape[2] // k_BSKD.shape[2]
+  rows = pl.BlockSpec((None, block_q, head_dim), lambda b, h, i, j, t: (b, i, h))
+  keys = pl.BlockSpec(
+      (None, block_k, head_dim),
+      lambda b, h, i, j, t: (b, _streamed_block(t, b * num_q_blocks + i, j), lax.div(h, group)))
+  ranges = pl.BlockSpec((None, block_q, 1), lambda b, h, i, j, t: (b, i, 0))
+  stats = pl.BlockSpec((None, None, block_q, 1), lambda b, h, i, j, t: (b, h, i, 0))
+  return rows, keys, ranges, stats
+
+
+def _streamed_forward(q_BTHD, k_BSKD, v_BSKD, start_BT, end_BT, cfg):
+  batch, q_len, num_heads, head_dim = q_BTHD.shape
+  block_q, block_k = cfg.block_sizes.block_q, cfg.block_sizes.block_k
+  num_q_blocks, num_k_blocks = q_len // block_q, k_BSKD.shape[1] // block_k
+  table = block_table(start_BT, end_BT, block_q, block_k).reshape(-1)
+  rows, keys, ranges, stats = _streamed_query_specs(q_BTHD, k_BSKD, block_q, block_k,
+                                                    num_q_blocks)
+  out_BTF, lse_BHT1 = _streamed_call(
+      cfg, functools.partial(_streamed_fwd_kernel, scale=cfg.scale, num_q_blocks=num_q_blocks),
+      grid=(batch, num_heads, num_q_blocks, num_k_blocks),
+      in_specs=[rows, keys, keys, ranges, ranges], out_specs=[rows, stats],
+      out_shape=[jax.ShapeDtypeStruct(_flat(q_BTHD).shape, q_BTHD.dtype),
+                 jax.ShapeDtypeStruct((batch, num_heads, q_len, 1), jnp.float32)],
+      scratch=[(block_q, head_dim), (block_q, 1), (block_q, 1)], num_parallel=3,
+      name="flash_attention_fwd_streamed",
+  )(table, _flat(q_BTHD), _flat(k_BSKD), _flat(v_BSKD), start_BT[..., None], end_BT[..., None])
+  return out_BTF.reshape(q_BTHD.shape), lse_BHT1
+
+
+def _streamed_backward_dq(q_BTHD, k_BSKD, v_BSKD, do_BTHD, lse_BHT1, delta_BHT1, start_BT,
+                          end_BT, cfg):
+  batch, q_len, num_heads, head_dim = q_BTHD.shape
+  block_q, block_k = cfg.block_sizes.block_q_dq, cfg.block_sizes.block_k_dq
+  num_q_blocks, num_k_blocks = q_len // block_q, k_BSKD.shape[1] // block_k
+  table = block_table(start_BT, end_BT, block_q, block_k).reshape(-1)
+  rows, keys, ranges, stats = _streamed_query_specs(q_BTHD, k_BSKD, block_q, block_k,
+                                                    num_q_blocks)
+  dq_BTF = _streamed_call(
+      cfg, functools.partial(_streamed_dq_kernel, scale=cfg.scale, num_q_blocks=num_q_blocks),
+      grid=(batch, num_heads, num_q_blocks, num_k_blocks),
+      in_specs=[rows, keys, keys, rows, stats, stats, ranges, ranges], out_specs=rows,
+      out_shape=jax.ShapeDtypeStruct(_flat(q_BTHD).shape, q_BTHD.dtype),
+      scratch=[(block_q, head_dim)], num_parallel=3, name="flash_attention_dq_streamed",
+  )(table, _flat(q_BTHD), _flat(k_BSKD), _flat(v_BSKD), _flat(do_BTHD), lse_BHT1, delta_BHT1,
+    start_BT[..., None], end_BT[..., None])
+  return dq_BTF.reshape(q_BTHD.shape)
+
+
+def _streamed_backward_dkv(q_BTHD, k_BSKD, v_BSKD, do_BTHD, lse_BHT1, delta_BHT1, start_BT,
+                           end_BT, cfg):
+  batch, q_len, num_heads, head_dim = q_BTHD.shape
+  _, kv_len, num_kv_heads, _ = k_BSKD.shape
+  group = num_heads // num_kv_heads
+  block_q, block_k = cfg.block_sizes.block_q_dkv, cfg.block_sizes.block_k_dkv
+  num_q_blocks, num_k_blocks = q_len // block_q, kv_len // block_k
+  key_table = _transpose_table(block_table(start_BT, end_BT, block_q, block_k),
+                               num_k_blocks).reshape(-1)
+  q_block = lambda b, j, i, t: _streamed_block(t, b * num_k_blocks + j, i)  # noqa: E731
+  queries = pl.BlockSpec((None, block_q, head_dim),
+                         lambda b, h, j, g, i, t: (b, q_block(b, j, i, t), h * group + g))
+  keys = pl.BlockSpec((None, block_k, head_dim), lambda b, h, j, g, i, t: (b, j, h))
+  stats = pl.BlockSpec((None, None, 1, block_q),
+                       lambda b, h, j, g, i, t: (b, h * group + g, 0, q_block(b, j, i, t)))
+  ranges = pl.BlockSpec((None, 1, block_q), lambda b, h, j, g, i, t: (b, 0, q_block(b, j, i, t)))
+  as_row = lambda x: x.reshape(batch, num_heads, 1, q_len)  # noqa: E731  (same bytes)
+  dk_BSF, dv_BSF = _streamed_call(
+      cfg, functools.partial(_streamed_dkv_kernel, scale=cfg.scale, num_k_blocks=num_k_blocks),
+      grid=(batch, num_kv_heads, num_k_blocks, group, num_q_blocks),
+      in_specs=[queries, keys, keys, queries, stats, stats, ranges, ranges],
+      out_specs=[keys, keys],
+      out_shape=[jax.ShapeDtypeStruct(_flat(k_BSKD).shape, k_BSKD.dtype)] * 2,
+      scratch=[(block_k, head_dim), (block_k, head_dim)], num_parallel=3,
+      name="flash_attention_dkv_streamed",
+  )(key_table, _flat(q_BTHD), _flat(k_BSKD), _flat(v_BSKD), _flat(do_BTHD), as_row(lse_BHT1),
+    as_row(delta_BHT1), start_BT[:, None, :], end_BT[:, None, :])
+  return dk_BSF.reshape(k_BSKD.shape), dv_BSF.reshape(v_BSKD.shape)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _flash(q, k, v, start_BT, end_BT, cfg):
   return _forward(q, k, v, start_BT, end_BT, cfg)[0]
@@ -395,8 +620,10 @@ def _flash_bwd(cfg, residuals, do):
   delta_BTH = jnp.sum(do.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
   delta_BHT1 = jnp.transpose(delta_BTH, (0, 2, 1))[..., None]
   args = (q, k, v, do, lse_BHT1, delta_BHT1, start_BT, end_BT, cfg)
-  dq = _backward_dq(*args)
-  dk, dv = _backward_dkv(*args)
+  if cfg.platform.stream_kv_blocks:
+    dq, (dk, dv) = _streamed_backward_dq(*args), _streamed_backward_dkv(*args)
+  else:
+    dq, (dk, dv) = _backward_dq(*args), _backward_dkv(*args)
   return dq, dk, dv, None, None
 
 

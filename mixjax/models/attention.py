@@ -3,30 +3,114 @@
 Every caller describes its mask as per-row key ranges `[k_start, k_end)` (see `masks.py`), so
 backends never receive a T×T array. An implementation that cannot run a case falls back to the
 reference with a logged reason instead of failing or silently changing numbers.
+
+On a mesh. XLA cannot partition a Pallas kernel (Mosaic TPU refuses; on GPU XLA would gather
+its inputs), so the kernels run inside `shard_map` over the mesh that `kernel_mesh(mesh)` names
+(the trainer enters it with its mesh): the batch split over the mesh axes the logical rules give
+`batch`, heads over those of `act_heads`. Keys and values are split the same way and never
+gathered; a GQA group (q heads sharing a kv head) stays on one shard because q and kv heads are
+split into the same number of contiguous blocks. The sequence axis stays whole per shard.
+`shard_over_batch_and_heads` is the wrapper, for training and decode kernels alike.
 """
 
+import contextlib
+import contextvars
 import functools
-from typing import Callable
+from typing import Callable, Sequence
 
 from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from mixjax.kernels import decode_attention as decode_lib
 from mixjax.kernels import flash_attention as flash_lib
 
 AttentionFn = Callable[..., jax.Array]
 
+_KERNEL_MESH = contextvars.ContextVar("mixjax_kernel_mesh", default=None)
+
+
+@contextlib.contextmanager
+def kernel_mesh(mesh: jax.sharding.Mesh | None):
+  """Kernels traced inside run under `shard_map` over `mesh` (None: called as they are)."""
+  token = _KERNEL_MESH.set(mesh)
+  try:
+    yield
+  finally:
+    _KERNEL_MESH.reset(token)
+
+
+def current_kernel_mesh() -> jax.sharding.Mesh | None:
+  return _KERNEL_MESH.get()
+
+
+def _axes_tuple(axes) -> tuple[str, ...]:
+  if axes is None:
+    return ()
+  return tuple(axes) if isinstance(axes, (tuple, list)) else (axes,)
+
+
+def _split_size(mesh, axes) -> int:
+  return int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+
+
+def _usable_axes(mesh, logical: str, sizes: Sequence[int]):
+  """Mesh axes the rules give `logical`, if they divide every size in `sizes`; else None."""
+  axes = _axes_tuple(nn.logical_to_mesh_axes((logical,))[0])
+  axes = tuple(a for a in axes if a in mesh.shape)
+  split = _split_size(mesh, axes)
+  if split == 1:
+    return None
+  if any(size % split for size in sizes):
+    logging.log_first_n(
+        logging.WARNING, "Kernel inputs with %s sizes %s do not split %d ways over mesh axes %s; "
+        "that axis is replicated for the kernel.", 4, logical, tuple(sizes), split, axes)
+    return None
+  return axes
+
+
+def shard_over_batch_and_heads(kernel: Callable, arrays: Sequence[jax.Array],
+                               head_dims: Sequence[int | None]):
+  """`kernel(*arrays)` run per shard of the current `kernel_mesh` (or once, without one).
+
+  Every array has the batch on axis 0. `head_dims[i]` is the heads axis of `arrays[i]` (None:
+  a per-row argument, split over the batch only). The output is laid out like `arrays[0]`.
+  Heads are split only when every heads axis divides by the split (GQA: q and kv heads
+  alike), the batch only when it divides; otherwise that axis is replicated for the kernel.
+  """
+  mesh = current_kernel_mesh()
+  if mesh is None or mesh.size == 1:
+    return kernel(*arrays)
+  batch_axes = _usable_axes(mesh, "batch", [arrays[0].shape[0]])
+  head_axes = _usable_axes(mesh, "act_heads",
+                           [x.shape[d] for x, d in zip(arrays, head_dims) if d is not None])
+
+  def spec(x, head_dim):
+    entries = [None] * x.ndim
+    entries[0] = batch_axes
+    if head_dim is not None:
+      entries[head_dim] = head_axes
+    return P(*entries)
+
+  in_specs = tuple(spec(x, d) for x, d in zip(arrays, head_dims))
+  return jax.shard_map(kernel, mesh=mesh, in_specs=in_specs, out_specs=in_specs[0],
+                       check_vma=False)(*arrays)
+
+
+def _kernel_platform():
+  """The platform of the mesh the kernel is compiled for (a dry run targets TPU from a CPU
+  host), else the default backend's."""
+  mesh = current_kernel_mesh()
+  return None if mesh is None else mesh.devices.flat[0].platform
+
 
 def _pallas(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, *, scale=None):
-  kernel = getattr(flash_lib, "flash_attention", None)
-  if kernel is None:
-    logging.warning("attention_impl='pallas' requested but no flash_attention kernel is built; "
-                    "using the XLA reference.")
-    return flash_lib.reference_flash_attention(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT,
-                                               scale=scale)
-  return kernel(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, scale=scale)
+  kernel = functools.partial(flash_lib.flash_attention, scale=scale, platform=_kernel_platform())
+  return shard_over_batch_and_heads(kernel, (q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT),
+                                    head_dims=(2, 2, 2, None, None))
 
 
 def _cudnn(q_BTHD, k_BSKD, v_BSKD, k_start_BT, k_end_BT, *, scale=None):

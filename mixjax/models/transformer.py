@@ -41,7 +41,10 @@ class TransformerConfig:
   rope_max_wavelength: float = 10_000.0
   dtype: str = "float32"
   attention_impl: str = "xla"
-  remat: bool = False
+  # Rematerialisation of each block in the backward pass: 'none' | 'dots_saveable' (keep the
+  # weight matmuls' outputs, recompute the rest) | 'full' (keep only the block inputs);
+  # True / False mean 'full' / 'none'.
+  remat: bool | str = False
   architecture: str = "decoder"   # decoder | encoder_decoder (num_layers each side)
 
   def __post_init__(self):
@@ -53,6 +56,8 @@ class TransformerConfig:
       raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings.")
     if self.architecture not in ARCHITECTURES:
       raise ValueError(f"Unknown architecture {self.architecture!r}; valid: {ARCHITECTURES}.")
+    if remat_policy(self.remat) not in REMAT_POLICIES:
+      raise ValueError(f"Unknown remat {self.remat!r}; valid: {sorted(REMAT_POLICIES)}.")
     if self.attention_impl not in attention_lib.ATTENTION_IMPLS:
       raise ValueError(f"Unknown attention_impl {self.attention_impl!r}; valid: "
                        f"{sorted(attention_lib.ATTENTION_IMPLS)}.")
@@ -87,12 +92,29 @@ class Decode:
       raise ValueError(f"Decode.mode={self.mode!r}; valid: {DECODE_MODES}.")
 
 
+# remat name -> jax checkpoint policy (None: no remat; the empty policy saves nothing).
+REMAT_POLICIES = {
+    "none": None,
+    "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
+
+
+def remat_policy(remat: bool | str) -> str:
+  """The policy name of a `TransformerConfig.remat` value (booleans from older configs)."""
+  if isinstance(remat, bool):
+    return "full" if remat else "none"
+  return remat
+
+
 def _dense_init(*names):
   return nn.with_logical_partitioning(nn.initializers.lecun_normal(), names)
 
 
 def _constrain(x, *names):
-  return nn.with_logical_constraint(x, names)
+  # The mesh is passed explicitly: under the legacy `with mesh:` flax sees no global mesh and
+  # would drop the constraint (XLA then may replicate activations across the fsdp axis).
+  return nn.with_logical_constraint(x, names, mesh=attention_lib.current_kernel_mesh())
 
 
 class RMSNorm(nn.Module):
@@ -225,7 +247,8 @@ def _embed(embedding_VD, cfg: TransformerConfig, tokens_BT):
 def _stack(cfg: TransformerConfig, prefix: str, x_BTD, positions_BT, ranges, encoded=None,
            decode=None):
   # Decoding needs no rematerialisation (no backward pass); the parameter tree is the same.
-  block = nn.remat(DecoderBlock) if cfg.remat and decode is None else DecoderBlock
+  policy = REMAT_POLICIES[remat_policy(cfg.remat)] if decode is None else None
+  block = DecoderBlock if policy is None else nn.remat(DecoderBlock, policy=policy)
   for i in range(cfg.num_layers):
     x_BTD = block(cfg, name=f"{prefix}{i}")(x_BTD, positions_BT, *ranges, encoded, decode)
   return x_BTD

@@ -6,14 +6,18 @@ logically; `DEFAULT_RULES` maps those names to mesh axes, earlier rules taking p
 axis never used twice in one array.
 """
 
+import contextlib
 import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
 import gin
 import jax
+from jax.experimental import mesh_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from mixjax.models import attention as attention_lib
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -60,13 +64,47 @@ def resolve_mesh_shape(shape, num_devices):
   return tuple(shape)
 
 
-def make_mesh(config: MeshConfig) -> Mesh:
-  """Classic (Auto axis types) mesh over the first `num_devices` devices."""
-  devices = jax.devices()
+def make_mesh(config: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """Classic (Auto axis types) mesh over the first `num_devices` devices (default: local ones).
+
+  `devices` may be another target's, e.g. a TPU slice's compile-only devices for a dry run; they
+  are laid out with `mesh_utils` so that, on a real slice, neighbouring mesh entries are
+  neighbouring chips (multi-slice: the data axis spans the slices, DCN outermost).
+  """
+  devices = list(jax.devices() if devices is None else devices)
   if config.num_devices is not None:
     devices = devices[:config.num_devices]
   shape = resolve_mesh_shape(config.shape, len(devices))
-  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+  return Mesh(_device_grid(devices, shape), MESH_AXES)
+
+
+def _device_grid(devices, shape):
+  """`devices` arranged as an array of `shape`, in the platform's physical order where known."""
+  if devices[0].platform != "tpu":
+    return np.asarray(devices).reshape(shape)
+  num_slices = len({getattr(d, "slice_index", 0) for d in devices})
+  if num_slices > 1:
+    if shape[0] % num_slices:
+      raise ValueError(f"Mesh shape {tuple(shape)} over {num_slices} slices: the data axis "
+                       f"({shape[0]}) must be a multiple of the number of slices, since only "
+                       "data parallelism crosses the slow links between slices.")
+    per_slice = (shape[0] // num_slices, *shape[1:])
+    return mesh_utils.create_hybrid_device_mesh(
+        per_slice, (num_slices,) + (1,) * (len(shape) - 1), devices,
+        allow_split_physical_axes=True)
+  return mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+
+
+@contextlib.contextmanager
+def mesh_context(mesh: Mesh, rules):
+  """The mesh and logical rules every traced model call runs under.
+
+  The legacy `with mesh:` (flax's partitioned initialisers of `DenseGeneral` break under
+  `jax.set_mesh`), and the same mesh handed to the attention dispatch, which wraps the Pallas
+  kernels in `shard_map` over it.
+  """
+  with mesh, nn.logical_axis_rules(rules), attention_lib.kernel_mesh(mesh):
+    yield
 
 
 def logical_to_sharding(logical_spec_tree, mesh: Mesh, rules):

@@ -96,20 +96,28 @@ def create_state(model, tx, mesh, rules, batch_shape, seed: int):
   """Initialises parameters and optimiser state directly into their shards."""
   _, shardings = abstract_state_and_shardings(model, tx, mesh, rules, batch_shape)
   init = functools.partial(_init_boxed, model=model, tx=tx, batch_shape=batch_shape)
-  with mesh, nn.logical_axis_rules(rules):
+  with partitioning.mesh_context(mesh, rules):
     jitted = jax.jit(lambda rng: nn.unbox(init(rng)), out_shardings=shardings)
     return jitted(jax.random.key(seed)), shardings
 
 
-def make_train_step(model, tx, mesh, rules, state_shardings):
-  """The jitted step: batch split over (data, fsdp), state donated and kept in its shardings."""
-  batch_sharding = partitioning.batch_sharding(mesh)
-  step = jax.jit(functools.partial(train_step, model=model, tx=tx),
-                 in_shardings=(state_shardings, batch_sharding),
+def jit_train_step(model, tx, mesh, state_shardings):
+  """The one jitted step, for training and for the dry run (`training/compile.py` lowers it).
+
+  Batch split over (data, fsdp), state donated and kept in its shardings. Trace, lower or call it
+  under `partitioning.mesh_context(mesh, rules)`.
+  """
+  return jax.jit(functools.partial(train_step, model=model, tx=tx),
+                 in_shardings=(state_shardings, partitioning.batch_sharding(mesh)),
                  out_shardings=(state_shardings, None), donate_argnames="state")
 
+
+def make_train_step(model, tx, mesh, rules, state_shardings):
+  """`jit_train_step`, called under the run's mesh and rules."""
+  step = jit_train_step(model, tx, mesh, state_shardings)
+
   def run(state, batch):
-    with mesh, nn.logical_axis_rules(rules):
+    with partitioning.mesh_context(mesh, rules):
       return step(state, batch)
   return run
 
