@@ -174,13 +174,10 @@ def test_model_dir_that_is_a_file_or_not_writable(tmp_path, monkeypatch):
     run_dir.prepare(a_file)
   with pytest.raises(run_dir.RunDirError, match="cannot be created"):
     run_dir.prepare(os.path.join(a_file, "run"))
-  real_open = open
-
-  def read_only_open(path, mode="r", *args, **kwargs):
-    if "w" in mode and str(path).endswith(".mixjax_write_probe"):
-      raise PermissionError(errno.EACCES, "Permission denied", path)
-    return real_open(path, mode, *args, **kwargs)
-  monkeypatch.setattr("builtins.open", read_only_open)  # root ignores chmod; fake the error
+  def read_only(*args, **kwargs):
+    raise PermissionError(errno.EACCES, "Permission denied", kwargs.get("dir"))
+  # root ignores chmod; fake the error where the write probe is made
+  monkeypatch.setattr(run_dir.tempfile, "NamedTemporaryFile", read_only)
   with pytest.raises(run_dir.RunDirError, match="is not writable .Permission denied."):
     run_dir.prepare(str(tmp_path / "ro"))
 
