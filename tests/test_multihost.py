@@ -107,6 +107,7 @@ def test_two_processes_match_one_and_checkpoints_move_between_process_counts(tmp
   _assert_same_losses(lines, ref, steps={3, 4})
 
 
+@pytest.mark.slow  # ~2 min on 2 idle cores: outside the default suite's budget
 def test_a_killed_worker_ends_the_run_and_the_rerun_resumes(tmp_path):
   model_dir = tmp_path / "run"
   long_run = ["--gin.TRAIN_STEPS=200", "--gin.EVAL_PERIOD=0"]
