@@ -190,16 +190,11 @@ def decode_attention(q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B, *, impl="auto
                      mesh=None):
   """One decode step: q `[B,H,D]` over cache slots `[0, lengths_B)` of k/v `[B,S,K,D]`.
 
-  On a `mesh` of more than one device the kernel runs inside `shard_map` (Mosaic kernels cannot
-  be partitioned automatically): rows split as the logical `batch` axis and heads as
-  `act_heads` / `kv_heads` under the current `nn.logical_axis_rules`, each device attending its
-  own rows and heads. Returns `[B,H,D]` in q's dtype.
+  On a `mesh` of more than one device the kernel runs inside `shard_map`, as the training
+  kernels do (`shard_over_batch_and_heads`): each device attends its own rows and heads.
+  Returns `[B,H,D]` in q's dtype.
   """
   fn = functools.partial(_decode_impl(impl), scale=scale)
-  if mesh is None or mesh.size == 1:
-    return fn(q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B)
-  spec = lambda *names: nn.logical_to_mesh_axes(names)  # noqa: E731
-  q_spec, kv_spec = spec("batch", "act_heads", None), spec("batch", None, "kv_heads", None)
-  return jax.shard_map(fn, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, spec("batch")),
-                       out_specs=q_spec, check_vma=False)(
-                           q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B)
+  with kernel_mesh(mesh):
+    return shard_over_batch_and_heads(fn, (q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B),
+                                      head_dims=(1, 2, 2, None))
