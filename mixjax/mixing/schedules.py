@@ -125,6 +125,34 @@ def scaled_rates(base: Rates = gin.REQUIRED, factors: Mapping[str, float] = gin.
   return _Scaled(base, dict(factors))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Replay(RatesFn):
+  new: Rates
+  replay: Rates
+  ratio: float
+
+  def __call__(self, ctx):
+    new_D = resolve_rates(self.new, ctx, "replay_rates.new")
+    replay_D = resolve_rates(self.replay, ctx, "replay_rates.replay")
+    return dict(zip(ctx.domains, (1.0 - self.ratio) * new_D + self.ratio * replay_D))
+
+
+@gin.configurable
+def replay_rates(new: Rates = gin.REQUIRED, replay: Rates = gin.REQUIRED,
+                 ratio: float = gin.REQUIRED) -> RatesFn:
+  """Continued pre-training with replay: a share `ratio` of the rows from `replay` (e.g. the
+  base run's mixture), the rest from `new` (the new domain's rates); each side normalised first.
+  """
+  try:
+    ratio = float(ratio)
+  except (TypeError, ValueError):
+    raise ScheduleError(f"replay_rates.ratio={ratio!r} is not a number in [0, 1].") from None
+  if not 0.0 <= ratio <= 1.0:
+    raise ScheduleError(f"replay_rates.ratio={ratio} must lie in [0, 1] (the share of replayed "
+                        "rows; e.g. 0.25 for 25%).")
+  return _Replay(new, replay, ratio)
+
+
 def _sizes(ctx: MixtureContext, who: str) -> dict[str, DomainSize]:
   sizes = dict(ctx.sizes())
   missing = [d for d in ctx.domains if d not in sizes]

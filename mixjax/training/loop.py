@@ -27,6 +27,7 @@ from mixjax.mixing import stream
 from mixjax.models import transformer
 from mixjax.training import checkpoints
 from mixjax.training import config_checks
+from mixjax.training import init_from as init_lib
 from mixjax.training import metrics as metrics_lib
 from mixjax.training import optim
 from mixjax.training import partitioning
@@ -85,7 +86,7 @@ def configs_from_gin() -> dict:
   return dict(run=RunConfig(), data=pipeline.DataConfig(), model=transformer.TransformerConfig(),
               optimizer=optim.OptimizerConfig(), mesh=partitioning.MeshConfig(),
               checkpoint=checkpoints.CheckpointConfig(), eval_config=evaluation.EvalConfig(),
-              mixing=stream.MixingConfig())
+              mixing=stream.MixingConfig(), init=init_lib.InitConfig())
 
 
 @gin.configurable
@@ -97,7 +98,7 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
           eval_config: evaluation.EvalConfig | None = None,
           mixing: stream.MixingConfig | None = None,
           extra_probes: Mapping[str, Sequence[dict]] | None = None,
-          weight_source=None) -> dict:
+          weight_source=None, init: init_lib.InitConfig | None = None) -> dict:
   """Trains a model on a registered task or mixture; returns the final step's metrics.
 
   Writes `MODEL_DIR/{config.gin, run_configs.json, metrics.jsonl, tb/, checkpoints/}` and
@@ -105,7 +106,8 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
   probes}`) are scored at every evaluation beside the tasks' own. `weight_source` (a
   `mixjax.mixing.sources.WeightSource`; None: the run's schedule) gives the domain weights and
   gets `update(step, {"params", "metrics"})` after every step (use the params then: the next
-  step donates them).
+  step donates them). `init.from_dir` (gin `INIT_FROM`) starts a fresh run from another run's
+  checkpoint (continued pre-training; `mixjax.training.init_from`).
   """
   run = run or RunConfig()
   data, model = data or pipeline.DataConfig(), model or transformer.TransformerConfig()
@@ -113,7 +115,13 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
   checkpoint = checkpoint or checkpoints.CheckpointConfig()
   eval_config = eval_config or evaluation.EvalConfig()
   mixing = mixing or stream.MixingConfig()
+  init = init or init_lib.InitConfig()
   gin_utils.check_required(run, data)
+  source = None
+  if init.from_dir is not None:  # the model shape and vocabulary are the source run's
+    source = init_lib.source_configs(init)
+    model, vocab = init_lib.adopt_source(source, model, data.vocab, init.from_dir)
+    data = dataclasses.replace(data, vocab=vocab)
   config_checks.check_run_values(run, data, checkpoint, eval_config, optimizer)
   objectives.get(data.objective).check(data.feature_converter, model.architecture)
   tasks.check_sources(data.mixture_or_task_name)
@@ -148,14 +156,20 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
               f"(checkpoint {ckpt.directory}/{latest}"
               f"{f'; dropped {dropped} metrics lines past it' if dropped else ''}).")
   else:
-    state, shardings = trainer.create_state(decoder, tx, device_mesh, mesh.rules, init_shape,
-                                            run.seed)
+    if source is not None:
+      state, shardings, source_step = init_lib.initial_state(init, source, decoder, tx,
+                                                             device_mesh, mesh.rules, init_shape)
+      _announce(f"Starting from {init.from_dir} (checkpoint step {source_step}; optimiser "
+                f"{init.optimizer}).")
+    else:
+      state, shardings = trainer.create_state(decoder, tx, device_mesh, mesh.rules, init_shape,
+                                              run.seed)
     batches = stream.make_batch_iterator(data, run.seed, shard_info, run.train_steps,
                                          mixing=mixing, weight_source=weight_source)
 
   if writes_run_dir:  # only once the run directory is known to be this run's
     checkpoints.write_run_configs(run.model_dir, model=model, data=data, optimizer=optimizer,
-                                  run=run)
+                                  run=run, init=init)
 
   step_fn = trainer.make_train_step(decoder, tx, device_mesh, mesh.rules, shardings)
   evaluator = evaluation.Evaluator(decoder, device_mesh, mesh.rules, data, eval_config,
