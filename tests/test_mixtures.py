@@ -309,6 +309,7 @@ def test_a_weight_source_updated_during_training_steers_the_next_batches_and_res
 def test_training_logs_accounting_per_domain_eval_and_a_plot(tmp_path):
   kwargs = helpers.tiny_train_kwargs(tmp_path, mixture_tasks.TWO, steps=6, eval_period=3)
   kwargs["data"] = _config(mixtures.upsample_at_end(mixture_tasks.TWO, 0.5, {"math": 4.0}))
+  kwargs["mixing"] = scheduled_pipeline.MixingConfig(count_sizes=True)  # epochs in the metrics
   loop.train(**kwargs)
   lines = metrics_lib.read_metrics(tmp_path)
   train = [m for m in lines if "loss" in m]

@@ -5,6 +5,11 @@ mixture's own rates, as a constant schedule) or takes a given `WeightSource` (we
 during training), counts domain sizes (for epochs and repeat caps), checks the repeat cap, and
 hands an exact `RowAllocator` to `mixjax.data.pipeline.BatchIterator`. `state` (a checkpointed
 `.state()`) resumes exactly.
+
+Domain sizes (one packed epoch per domain) cost a pass over each domain's train split, so they are
+counted only when something needs them: size-based rates (temperature, UniMax), a repeat cap
+(`MixingConfig.max_epochs`), or `MixingConfig.count_sizes=True` (epochs read per domain in the
+metrics). Counted sizes travel in the iterator's state, so a resume never counts again.
 """
 
 import dataclasses
@@ -32,6 +37,8 @@ class MixingConfig:
   max_epochs: float | Mapping[str, float] | None = None
   on_exceed: str = "error"           # error | warn
   size_count_max_rows: int = 200_000  # count at most this many rows per domain (then: a bound)
+  # Count domain sizes even when nothing needs them, for `mixture/<domain>/epochs` in metrics.
+  count_sizes: bool = False
 
 
 def as_schedule(spec) -> mixtures.Schedule:
@@ -79,12 +86,17 @@ def make_batch_iterator(config: pipeline.DataConfig, seed: int,
     seed = state["seed"]
   num_shards = int(state["num_shards"] if state else mixing.num_shards or shard_info.num_shards)
   rows_per_shard = pipeline.rows_per_shard(num_shards, shard_info.num_shards, config.batch_size)
+  counted = _sizes_from_state(state) if state and state.get("sizes") else None
+
+  def sizes():  # counted on first use (see the module docstring)
+    nonlocal counted
+    if counted is None:
+      counted = {d: accounting.count_domain_size(t, config, mixing.size_count_max_rows)
+                 for d, t in domain_tasks.items()}
+    return counted
   ctx = mixtures.context_for(config.mixture_or_task_name, total_steps, config.batch_size,
-                             sizes=lambda: sizes)
+                             sizes=sizes)
   domain_tasks = {d: t for t, d in ctx.task_domains.items()}
-  sizes = (_sizes_from_state(state) if state else
-           {d: accounting.count_domain_size(t, config, mixing.size_count_max_rows)
-            for d, t in domain_tasks.items()})
   schedule = (as_schedule(config.schedule if config.schedule is not None
                           else config.mixture_or_task_name).resolve(ctx))
   source = weight_source or schedule
@@ -100,14 +112,16 @@ def make_batch_iterator(config: pipeline.DataConfig, seed: int,
       _warn_if_schedule_changed(schedule, rows_per_shard, start)
   else:
     start = allocation.AllocationState.start(len(ctx.domains))
-  if weight_source is None:  # a static source's whole run is known: check its repeats up front
+  if weight_source is None and mixing.max_epochs is not None:
+    # A static source's whole run is known: check its repeats up front.
     counts_SD = allocation.count_table(schedule, rows_per_shard, start, total_steps)
-    accounting.check_repeats(schedule, ctx, sizes,
+    accounting.check_repeats(schedule, ctx, sizes(),
                              (np.asarray(start.rows_D) + counts_SD.sum(axis=0)) * num_shards,
                              mixing.max_epochs, mixing.on_exceed)
+  known = sizes() if mixing.count_sizes else (counted or {})
   return pipeline.BatchIterator(
       config, seed, allocation.RowAllocator(source, rows_per_shard, start), domain_tasks,
       num_shards, total_steps, shard_info,
-      epoch_tokens={d: z.tokens for d, z in sizes.items()},
+      epoch_tokens={d: z.tokens for d, z in known.items()},
       tokens=state["tokens"] if state else None,
-      extra_state={"sizes": {d: [z.rows, z.tokens, z.complete] for d, z in sizes.items()}})
+      extra_state={"sizes": {d: [z.rows, z.tokens, z.complete] for d, z in known.items()}})
