@@ -50,7 +50,8 @@ def run_seed(args, seed: int) -> dict[str, dict[str, float]]:
   root = os.path.join(args.workdir, f"seed{seed}")
   common = [f"--gin.SEED={seed}", f"--gin.TRAIN_STEPS={args.steps}",
             f"--gin.CHECKPOINT_PERIOD={branch_step}", "--gin.EVAL_PERIOD=0",
-            "--gin.RunConfig.progress_bar=False", *[f"--gin.{b}" for b in args.gin]]
+            "--gin.RunConfig.progress_bar=False", "--gin.MixingConfig.count_sizes=True",
+            *[f"--gin.{b}" for b in args.gin]]
   trunk = os.path.join(root, "trunk")
   arms_lib.run_arm(trunk, branch_step, lambda: arms_lib.train_gin(
       args.gin_file, common + list(_BASE_SCHEDULE) +
