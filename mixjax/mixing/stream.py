@@ -51,6 +51,12 @@ def _sizes_from_state(state: Mapping) -> dict[str, mixtures.DomainSize]:
 
 
 def _check_resumable(state: Mapping):
+  if "converted_from" in state:
+    raise ValueError(
+        f"This MODEL_DIR holds a checkpoint converted from {state['converted_from']} "
+        "(`python -m mixjax.convert`), not a training run to resume. Continue pre-training from "
+        "it with a new MODEL_DIR: --gin_file=gin/cpt.gin --gin.INIT_FROM=\"'<this dir>'\" "
+        "(see gin/cpt.gin).")
   if "batches_consumed" in state:
     raise ValueError(
         "The checkpoint's data state comes from mixjax's old static-mixture iterator (SeqIO's "
