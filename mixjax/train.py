@@ -2,6 +2,7 @@
 
   python -m mixjax.train --gin_file=gin/quickstart.gin [--gin_file=...] [--gin.TRAIN_STEPS=200]
   python -m mixjax.train --gin_file=... --dry_run [--topology=v5e:4x4] [--num_slices=2]
+      [--dry_run_step=train|eval|decode]
 
 Later `--gin_file`s override earlier ones; `--gin.NAME=VALUE` binds after all files;
 `--gin_search_paths` lists directories for relative includes (the repo's `gin/` is always on it).
@@ -26,6 +27,7 @@ def _dry_run_flags(argv):
   parser.add_argument("--dry_run", action="store_true")
   parser.add_argument("--topology", default=None)
   parser.add_argument("--num_slices", type=int, default=1)
+  parser.add_argument("--dry_run_step", default="train", choices=("train", "eval", "decode"))
   return parser.parse_known_args(argv)
 
 
@@ -59,7 +61,8 @@ def dry_run(flags) -> dict:
   try:
     report = compile_lib.dry_run(configs["data"], configs["model"], configs["optimizer"],
                                  configs["mesh"], train_steps=configs["run"].train_steps,
-                                 topology=flags.topology, num_slices=flags.num_slices)
+                                 topology=flags.topology, num_slices=flags.num_slices,
+                                 step=flags.dry_run_step)
   except ValueError as e:
     raise SystemExit(f"error: {e}") from e
   path = compile_lib.write_report(configs["run"].model_dir, report)

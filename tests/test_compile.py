@@ -164,3 +164,32 @@ def test_local_devices_dry_run_writes_the_report(tmp_path):
   assert report["fits"] is True and report["roofline_mfu"] is None
   assert json.loads((tmp_path / "dry_run.json").read_text())["params_total"] == report[
       "params_total"]
+
+
+def test_eval_and_decode_steps_dry_run_on_v5e(tiny_v5e):
+  configs = _configs("MESH_SHAPE=(2, 2, 1)")
+  evaluation = _dry_run(configs, topology="v5e:2x2", step="eval")
+  assert evaluation["step"] == "eval" and evaluation["fits"]
+  assert evaluation["tokens_per_step"] == tiny_v5e["tokens_per_step"]
+  # No gradients, no optimiser state: less memory and a third of the train step's FLOPs.
+  assert evaluation["bytes_per_device"]["peak"] < tiny_v5e["bytes_per_device"]["peak"]
+  assert evaluation["flops_per_token"] == pytest.approx(tiny_v5e["flops_per_token"] / 3)
+  decode = _dry_run(configs, topology="v5e:2x2", step="decode")
+  assert decode["step"] == "decode" and decode["tokens_per_step"] == configs["data"].batch_size
+  assert decode["xla_flops_per_step"] > 0
+  assert "decode" in compile_lib.format_report(decode)
+  with pytest.raises(ValueError, match="valid: train, eval, decode"):
+    _dry_run(configs, topology="v5e:2x2", step="prefill")
+
+
+def test_pallas_decode_step_compiles_for_tpu_inside_the_mesh():
+  configs = _configs("MESH_SHAPE=(2, 2, 1)", "ATTENTION_IMPL='pallas'",
+                     "TransformerConfig.head_dim=128")
+  report = _dry_run(configs, topology="v5e:2x2", step="decode")
+  assert report["attention_impl"] == "pallas" and report["xla_flops_per_step"] > 0
+
+
+def test_binary_dry_run_step_flag():
+  flags, rest = train._dry_run_flags(["--dry_run", "--dry_run_step=decode", "--gin.SEED=1"])
+  assert flags.dry_run and flags.dry_run_step == "decode" and rest == ["--gin.SEED=1"]
+  assert train._dry_run_flags([])[0].dry_run_step == "train"

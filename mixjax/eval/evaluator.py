@@ -8,6 +8,7 @@ best. Chance is 1 / number of candidates. Probes may carry a `kind` (bios `close
 """
 
 import dataclasses
+import functools
 from typing import Mapping, Sequence
 
 import flax.linen as nn
@@ -114,11 +115,7 @@ class Evaluator:
     for name, probes in (extra_probes or {}).items():
       self.probes[name] = probe_batch(probes[:config.max_probes], data=data_config)
 
-    def sums(params, batch):
-      loss_BT, weights_BT = trainer.token_losses(model, params, batch)
-      return (loss_BT * weights_BT).sum(axis=1), weights_BT.sum(axis=1)
-    # Replicated outputs: every host can read all rows' sums (metrics are the same on each).
-    self._sums = jax.jit(sums, out_shardings=NamedSharding(mesh, P()))
+    self._sums = jit_row_sums(model, mesh)
     self._host_rows = partitioning.host_rows(mesh, self._rows)
 
   def _row_sums(self, params, batch):
@@ -145,6 +142,19 @@ class Evaluator:
       metrics[f"probe/{name}/accuracy"] = probe_accuracy(
           nll_N / num_tokens_N, probe_index_N, is_answer_N)
     return metrics
+
+
+def row_loss_sums(params, batch, *, model: nn.Module):
+  """Per-row summed loss and summed loss weight `[B]`, `[B]`: the eval step."""
+  loss_BT, weights_BT = trainer.token_losses(model, params, batch)
+  return (loss_BT * weights_BT).sum(axis=1), weights_BT.sum(axis=1)
+
+
+def jit_row_sums(model: nn.Module, mesh):
+  """The jitted eval step (evaluation, and the dry run's `--dry_run_step=eval`). Its outputs are
+  replicated: every host can read all rows' sums (metrics are the same on each)."""
+  return jax.jit(functools.partial(row_loss_sums, model=model),
+                 out_shardings=NamedSharding(mesh, P()))
 
 
 def probe_accuracy(nll_N, probe_index_N, is_answer_N) -> float:

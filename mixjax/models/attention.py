@@ -183,7 +183,9 @@ def _decode_impl(impl: str):
     raise ValueError(f"Unknown decode attention impl {impl!r}; valid: {DECODE_IMPLS}.")
   if impl == "auto":
     impl = "xla" if jax.default_backend() == "cpu" else "pallas"
-  return decode_lib.decode_attention if impl == "pallas" else xla_decode_attention
+  if impl == "pallas":  # for the mesh's platform (a dry run compiles for TPU from a CPU host)
+    return functools.partial(decode_lib.decode_attention, platform=_kernel_platform())
+  return xla_decode_attention
 
 
 def decode_attention(q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B, *, impl="auto", scale=None,
@@ -194,7 +196,7 @@ def decode_attention(q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B, *, impl="auto
   kernels do (`shard_over_batch_and_heads`): each device attends its own rows and heads.
   Returns `[B,H,D]` in q's dtype.
   """
-  fn = functools.partial(_decode_impl(impl), scale=scale)
   with kernel_mesh(mesh):
+    fn = functools.partial(_decode_impl(impl), scale=scale)
     return shard_over_batch_and_heads(fn, (q_BHD, k_cache_BSKD, v_cache_BSKD, lengths_B),
                                       head_dims=(1, 2, 2, None))

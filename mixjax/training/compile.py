@@ -11,7 +11,9 @@ per device and a roofline estimate. Targets:
   `num_slices` (multi-slice: the data axis spans the slices);
 - the local devices (no topology).
 
-`python -m mixjax.train --gin_file=... --dry_run [--topology=NAME] [--num_slices=N]` calls it,
+`python -m mixjax.train --gin_file=... --dry_run [--topology=NAME] [--num_slices=N]
+[--dry_run_step=train|eval|decode]` calls it (the eval step and one KV-cached decode step compile
+the same way as the train step),
 writes `MODEL_DIR/dry_run.json`, prints `format_report(...)` and exits 4 when the step does not
 fit in HBM.
 """
@@ -25,11 +27,13 @@ from typing import Any, Mapping
 
 import jax
 from jax.experimental import topologies
+import jax.numpy as jnp
 import numpy as np
 
 from mixjax import vocab as vocab_lib
 from mixjax.data import features
 from mixjax.data import pipeline
+from mixjax.eval import evaluator
 from mixjax.models import transformer
 from mixjax.training import optim
 from mixjax.training import partitioning
@@ -216,14 +220,60 @@ def _sized(model: transformer.TransformerConfig, data: pipeline.DataConfig):
   return dataclasses.replace(model, vocab_size=vocab_lib.embedding_size(data.vocabulary))
 
 
+STEPS = ("train", "eval", "decode")
+
+
+def _lower_decode_step(decoder, abstract_params, mesh, rules, batch: int, cache_len: int,
+                       impl: str):
+  """Lowers one cached decode step (`[B, 1]` tokens against a `cache_len`-slot KV cache, the
+  cache donated and updated in place), as generation runs it; the cache is split over the batch
+  axes like the rows."""
+  rows = partitioning.batch_sharding(mesh)
+
+  def prefill_cache(params):  # only its shapes: the cache's size does not depend on the prompt
+    tokens_BT = jnp.zeros((batch, 8), jnp.int32)
+    prefill = transformer.Decode("prefill", jnp.full((batch,), 8, jnp.int32), cache_len, impl)
+    return decoder.apply({"params": params}, tokens_BT, decode=prefill, mutable=["cache"])[1]
+
+  def step(params, cache, tokens_B1, lengths_B):
+    logits_B1V, variables = decoder.apply(
+        {"params": params, **cache}, tokens_B1, positions_BT=lengths_B[:, None],
+        decode=transformer.Decode("step", lengths_B, impl=impl, mesh=mesh), mutable=["cache"])
+    return logits_B1V, variables
+
+  with partitioning.mesh_context(mesh, rules):
+    cache_shapes = jax.eval_shape(prefill_cache, abstract_params)
+    cache = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rows),
+                         cache_shapes)
+    tokens_B1 = jax.ShapeDtypeStruct((batch, 1), np.int32, sharding=rows)
+    lengths_B = jax.ShapeDtypeStruct((batch,), np.int32, sharding=rows)
+    jitted = jax.jit(step, out_shardings=(rows, jax.tree.map(lambda x: x.sharding, cache)),
+                     donate_argnums=1)
+    return jitted.lower(abstract_params, cache, tokens_B1, lengths_B)
+
+
+def decode_flops_per_token(model: transformer.TransformerConfig, params_non_embedding: int,
+                           cache_len: int) -> float:
+  """Analytic FLOPs of one decode step per row: 2 N (forward) plus attention over a full cache,
+  4 x layers x heads x head_dim x cache_len (QK^T and PV, 2 FLOPs per multiply-add)."""
+  return 2.0 * params_non_embedding + 4 * model.num_layers * model.num_heads * model.head_dim * cache_len
+
+
 def dry_run(data: pipeline.DataConfig, model: transformer.TransformerConfig,
             optimizer: optim.OptimizerConfig, mesh_config: partitioning.MeshConfig, *,
-            train_steps: int = 1, topology: str | None = None, num_slices: int = 1
-            ) -> dict[str, Any]:
-  """Compiles the train step for `topology` (or the local devices); returns the report dict.
+            train_steps: int = 1, topology: str | None = None, num_slices: int = 1,
+            step: str = "train") -> dict[str, Any]:
+  """Compiles one step for `topology` (or the local devices); returns the report dict.
 
-  Raises ValueError for an unknown topology or a mesh that does not tile its devices.
+  `step`: `train` (the train step, state donated), `eval` (per-row loss sums, the evaluation
+  step, on a batch of the same shape) or `decode` (one KV-cached generation step for
+  `batch_size` rows with a cache of the row length; decoder-only models).
+  Raises ValueError for an unknown topology or step, or a mesh that does not tile its devices.
   """
+  if step not in STEPS:
+    raise ValueError(f"Unknown dry-run step {step!r}; valid: {', '.join(STEPS)}.")
+  if step == "decode" and model.architecture != "decoder":
+    raise ValueError("The decode dry run supports decoder-only models (architecture='decoder').")
   if topology is not None:
     target = tpu_topology(topology, num_slices)
     devices, chip, target_name = list(target.devices), target.chip, target.name
@@ -250,13 +300,24 @@ def dry_run(data: pipeline.DataConfig, model: transformer.TransformerConfig,
   abstract_state, shardings = trainer.abstract_state_and_shardings(
       decoder, tx, mesh, mesh_config.rules, (dp, 8))
   batch = abstract_batch(data, mesh)
-  with partitioning.mesh_context(mesh, mesh_config.rules):
-    lowered = trainer.jit_train_step(decoder, tx, mesh, shardings).lower(abstract_state, batch)
-  compiled, needed = _compile(lowered)
   counts = param_counts(abstract_state.params)
   seq_len = data.row_length
   tokens_per_step = data.batch_size * seq_len
   per_token = flops_per_token(model, counts["params_non_embedding"], seq_len)
+  if step == "train":
+    with partitioning.mesh_context(mesh, mesh_config.rules):
+      lowered = trainer.jit_train_step(decoder, tx, mesh, shardings).lower(abstract_state, batch)
+  elif step == "eval":
+    per_token /= 3  # the forward pass alone
+    with partitioning.mesh_context(mesh, mesh_config.rules):
+      lowered = evaluator.jit_row_sums(decoder, mesh).lower(abstract_state.params, batch)
+  else:
+    tokens_per_step = data.batch_size  # one new token per row
+    per_token = decode_flops_per_token(model, counts["params_non_embedding"], seq_len)
+    impl = "pallas" if model.attention_impl == "pallas" else "xla"
+    lowered = _lower_decode_step(decoder, abstract_state.params, mesh, mesh_config.rules,
+                                 data.batch_size, seq_len, impl)
+  compiled, needed = _compile(lowered)
   if compiled is None:  # only the compiler's total is known
     bytes_per_device = dict.fromkeys(("argument", "output", "temp", "alias"), None)
     bytes_per_device["peak"] = needed
@@ -265,6 +326,7 @@ def dry_run(data: pipeline.DataConfig, model: transformer.TransformerConfig,
     bytes_per_device = _bytes_per_device(compiled)
     cost = _cost(compiled)  # per device: the compiled program is one SPMD partition
   report = {
+      "step": step,
       "topology": target_name, "num_devices": len(devices), "num_slices": num_slices,
       "device_kind": devices[0].device_kind, "mesh": dict(mesh.shape),
       **counts,
@@ -324,6 +386,7 @@ def format_report(report: Mapping[str, Any]) -> str:
   """The printed table: one `key  value` line per reported figure."""
   b = report["bytes_per_device"]
   rows = [
+      ("step", report.get("step", "train")),
       ("topology", f"{report['topology']} ({report['device_kind']})"),
       ("num_devices", report["num_devices"]),
       ("mesh", " ".join(f"{k}={v}" for k, v in report["mesh"].items())),
@@ -331,7 +394,7 @@ def format_report(report: Mapping[str, Any]) -> str:
       ("params_embedding", _human(report["params_embedding"])),
       ("params_non_embedding", _human(report["params_non_embedding"])),
       ("tokens_per_step", f"{report['tokens_per_step']} ({report['batch_size']} x "
-                          f"{report['seq_len']})"),
+                          f"{1 if report.get('step') == 'decode' else report['seq_len']})"),
       ("flops_per_token", _human(report["flops_per_token"], "FLOP")),
       ("xla_flops_per_step", _human(report["xla_flops_per_step"], "FLOP")),
       *((f"bytes_per_device.{k}", _human(v, "B")) for k, v in b.items()),
@@ -347,9 +410,11 @@ def format_report(report: Mapping[str, Any]) -> str:
 
 
 def write_report(model_dir: str, report: Mapping[str, Any]) -> str:
-  """Writes `MODEL_DIR/dry_run.json`; returns its path."""
+  """Writes `MODEL_DIR/dry_run.json` (`dry_run_eval.json`, `dry_run_decode.json` for those
+  steps); returns its path."""
   os.makedirs(model_dir, exist_ok=True)
-  path = os.path.join(model_dir, "dry_run.json")
+  step = report.get("step", "train")
+  path = os.path.join(model_dir, "dry_run.json" if step == "train" else f"dry_run_{step}.json")
   with open(path, "w") as f:
     json.dump(report, f, indent=2, sort_keys=True)
   return path
