@@ -61,6 +61,8 @@ HARMLESS_FIELDS = frozenset({
     "bos_token_id", "eos_token_id", "pad_token_id", "initializer_range", "use_cache",
     "max_position_embeddings", "pretraining_tp", "_name_or_path", "output_attentions",
     "output_hidden_states", "return_dict", "tokenizer_class",
+    # PretrainedConfig's generic fields (classification heads, encoder-decoder bookkeeping).
+    "id2label", "label2id", "problem_type", "is_encoder_decoder", "chunk_size_feed_forward",
 })
 # Tensors some checkpoints carry that are derived, not parameters.
 DERIVED_TENSOR_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -113,9 +115,9 @@ def _family_checks(hf: dict, family: str, sequence_length: int | None, problems:
   _require(hf, "hidden_act", ("silu",), problems, "silu")
   _require(hf, "attention_dropout", (0, 0.0), problems, 0.0,
            ": mixjax trains without dropout")
-  if family == "llama":
+  if family in ("llama", "mistral"):
     _require(hf, "attention_bias", (False,), problems, False,
-             ": Llama's bias also covers o_proj")
+             ": this bias also covers o_proj")
     _require(hf, "mlp_bias", (False,), problems, False)
   if family == "qwen2":
     _require(hf, "use_sliding_window", (False,), problems, False)
@@ -133,7 +135,7 @@ def _family_checks(hf: dict, family: str, sequence_length: int | None, problems:
 _CONSUMED = {
     "llama": {"attention_bias", "mlp_bias", "head_dim"},
     "qwen2": {"use_sliding_window", "sliding_window", "max_window_layers", "layer_types"},
-    "mistral": {"sliding_window", "head_dim"},
+    "mistral": {"sliding_window", "head_dim", "attention_bias", "mlp_bias"},
 }
 _COMMON = {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
            "num_key_value_heads", "vocab_size", "rms_norm_eps", "tie_word_embeddings",
