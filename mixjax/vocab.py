@@ -81,9 +81,9 @@ def _sentencepiece(path, extra_ids):
   processor = spm.SentencePieceProcessor(model_file=path)
   if seqio.PAD_ID not in (processor.pad_id(), processor.unk_id()):
     raise ValueError(
-        f"SentencePiece model {path}: id 0 is the ordinary piece "
-        f"{processor.id_to_piece(0)!r}, but SeqIO treats id 0 as padding. Train it with "
-        "pad_id=0 (T5) or unk_id=0 (Llama).")
+        f"SentencePiece model {path}: id 0 is {processor.id_to_piece(0)!r}, neither its pad "
+        "nor its unk, but SeqIO treats id 0 as padding. Train it with pad_id=0 (T5) or "
+        "unk_id=0 (Llama).")
   extra_ids = DEFAULT_EXTRA_IDS if extra_ids is None else extra_ids
   return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
 

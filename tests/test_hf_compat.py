@@ -14,10 +14,8 @@ import jax
 import numpy as np
 import pytest
 import safetensors
-import tokenizers
 import torch
 import transformers
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from mixjax import convert as convert_binary
 from mixjax import infer
@@ -29,6 +27,7 @@ from mixjax.models import transformer
 from mixjax.training import optim
 from mixjax.training import partitioning
 from mixjax.training import trainer
+from tests import hf_tokenizers
 
 VOCAB = 300
 SEQ = 256
@@ -48,17 +47,9 @@ FAMILIES = {
 
 
 def bpe_tokenizer() -> transformers.PreTrainedTokenizerFast:
-  """A 300-token byte-level BPE (Llama's specials: 0 <unk>, 1 <s>, 2 </s>), seeded text."""
+  """A 300-token byte-level BPE (Llama's specials: 0 <unk>, 1 <s>, 2 </s>) on seeded text."""
   rng = np.random.default_rng(0)
-  tok = tokenizers.Tokenizer(models.BPE(unk_token="<unk>"))
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = decoders.ByteLevel()
-  tok.train_from_iterator(
-      [" ".join(rng.choice(WORDS, 20)) for _ in range(200)],
-      trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<unk>", "<s>", "</s>"],
-                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                          show_progress=False))
-  assert tok.get_vocab_size() == VOCAB
+  tok = hf_tokenizers.train_bpe((" ".join(rng.choice(WORDS, 20)) for _ in range(200)), VOCAB)
   return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>",
                                               bos_token="<s>", eos_token="</s>")
 
@@ -187,7 +178,8 @@ def _tensors(directory):
 
 def test_round_trip_is_bit_exact_and_transformers_loads_the_export(converted, tmp_path):
   out_dir = str(tmp_path / "export")
-  hf.export_hf(converted.model_dir, out_dir, max_shard_bytes=200_000)  # force several shards
+  convert_binary.main([f"--to_hf={out_dir}", f"--model_dir={converted.model_dir}",
+                       "--max_shard_size=200KB"])  # several shards
   assert os.path.exists(os.path.join(out_dir, "model.safetensors.index.json"))
   original, exported = _tensors(converted.hf_dir), _tensors(out_dir)
   assert sorted(original) == sorted(exported)
@@ -262,6 +254,14 @@ def test_the_parser_accepts_harmless_fields_and_a_window_that_never_binds():
   config = {**LLAMA, "model_type": "mistral", "sliding_window": SEQ, "torch_dtype": "bfloat16",
             "architectures": ["MistralForCausalLM"], "pad_token_id": 0}
   assert hf.parse_config(config, sequence_length=SEQ).num_kv_heads == 2
+
+
+def test_shard_sizes_parse_and_a_bad_one_is_named():
+  assert convert_binary.parse_size("5GB") == 5 * 10**9
+  assert convert_binary.parse_size("200KB") == 200_000
+  assert convert_binary.parse_size("1GiB") == 2**30
+  with pytest.raises(ValueError, match="--max_shard_size='5 parsecs'"):
+    convert_binary.parse_size("5 parsecs")
 
 
 def test_the_convert_binary_reports_a_refused_config(tmp_path):
