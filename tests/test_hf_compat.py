@@ -4,6 +4,7 @@ MHA, head_dim != width / heads, eps 1e-5), Qwen2 (q/k/v biases) and Mistral mode
 relative error <= 1e-4), every layer's hidden states, 32 greedy tokens, the HF -> mixjax -> HF
 round trip bit-exact, `transformers` loading the export, and the strict parser's refusals."""
 
+import copy
 import dataclasses
 import json
 import os
@@ -192,6 +193,25 @@ def test_round_trip_is_bit_exact_and_transformers_loads_the_export(converted, tm
   tokenizer = transformers.AutoTokenizer.from_pretrained(out_dir)
   assert tokenizer("alpha river")["input_ids"] == transformers.AutoTokenizer.from_pretrained(
       converted.hf_dir)("alpha river")["input_ids"]
+
+
+def test_a_bfloat16_checkpoint_round_trips_bit_exact(convert, tmp_path, tokenizer):
+  """Public checkpoints are mostly bfloat16 and sharded: read exactly (into float32) through the
+  shard index, written back exactly."""
+  source = convert("llama3")
+  hf_dir, out_dir = str(tmp_path / "bf16"), str(tmp_path / "export")
+  copy.deepcopy(source.hf_model).to(torch.bfloat16).save_pretrained(hf_dir, max_shard_size="100KB")
+  tokenizer.save_pretrained(hf_dir)
+  assert os.path.exists(os.path.join(hf_dir, "model.safetensors.index.json"))
+  hf.import_hf(hf_dir, str(tmp_path / "mixjax"), hf.ImportConfig(sequence_length=SEQ))
+  hf.export_hf(str(tmp_path / "mixjax"), out_dir, dtype="bfloat16")
+  original, exported = hf.CheckpointReader(hf_dir), hf.CheckpointReader(out_dir)
+  assert original.names() == exported.names()
+  for name in original.names():
+    with safetensors.safe_open(original.files[name], "pt") as a, \
+         safetensors.safe_open(exported.files[name], "pt") as b:
+      assert a.get_tensor(name).dtype == torch.bfloat16
+      assert torch.equal(a.get_tensor(name), b.get_tensor(name)), name
 
 
 def test_parameters_are_placed_sharded_one_tensor_at_a_time(converted):

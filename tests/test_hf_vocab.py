@@ -87,8 +87,8 @@ def test_ul2_spans_use_the_extra_ids_on_top(hf_config):
   name = tasks.seqio_task(TASK, "ul2", "prefix_lm", hf_config)
   ds = seqio.get_dataset(name, {"inputs": 48, "targets": 48},
                          features.feature_converter("prefix_lm", pack=False),
-                         dataset_split="validation", shuffle=False, num_epochs=1,
-                         trim_output_features=False, verbose=False)
+                         dataset_split="validation", shuffle=False, num_epochs=1, seed=0,
+                         trim_output_features=False, verbose=False)  # seeded denoisers
   sentinels = {vocab_lib.sentinel_id(i, vocabulary)
                for i in range(vocab_lib.max_sentinels(vocabulary))}
   modes = {vocab_lib.mode_token_id(m, vocabulary) for m in vocab_lib.MODE_TOKENS}
