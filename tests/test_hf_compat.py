@@ -11,7 +11,6 @@ import os
 import re
 
 import flax.linen as nn
-import jax
 import numpy as np
 import pytest
 import safetensors
@@ -232,8 +231,8 @@ def test_parameters_are_placed_sharded_one_tensor_at_a_time(converted):
   query = params["layer_0"]["attention"]["query"]["kernel"]  # [D, H, Dh]: embed fsdp, heads tensor
   assert query.addressable_shards[0].data.shape == (cfg.d_model // 2, cfg.num_heads // 2,
                                                      cfg.head_dim)
-  np.testing.assert_array_equal(
-      np.asarray(query), np.asarray(converted.run.params["layer_0"]["attention"]["query"]["kernel"]))
+  restored = converted.run.params["layer_0"]["attention"]["query"]["kernel"]
+  np.testing.assert_array_equal(np.asarray(query), np.asarray(restored))
 
 
 def test_infer_uses_the_converted_tokenizer(convert, tokenizer):
@@ -284,6 +283,7 @@ REFUSED = [
     ("llama", {"quantization_config": {"bits": 4}}, "quantization_config="),
     ("mistral", {"sliding_window": 128}, "sliding_window=128"),
     ("qwen2", {"use_sliding_window": True}, "use_sliding_window=True"),
+    ("qwen2", {"use_mrope": True}, "use_mrope=True"),
     ("gpt2", {}, "model_type='gpt2'"),
 ]
 
@@ -293,6 +293,14 @@ def test_the_parser_refuses_what_it_does_not_implement(model_type, change, messa
   config = {**LLAMA, "model_type": model_type, **change}
   with pytest.raises(hf.UnsupportedConfigError, match=re.escape(message)):
     hf.parse_config(config, sequence_length=SEQ)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
+def test_an_exported_config_parses_back_to_the_same_model(family):
+  fields = {k: v for k, v in LLAMA.items()  # Qwen2 has no attention_bias / mlp_bias fields
+            if family != "qwen2" or k not in ("attention_bias", "mlp_bias")}
+  cfg = hf.parse_config({**fields, "model_type": family, "head_dim": 32})
+  assert hf.parse_config(hf.hf_config(cfg, family, VOCAB), sequence_length=SEQ) == cfg
 
 
 def test_the_parser_accepts_harmless_fields_and_a_window_that_never_binds():

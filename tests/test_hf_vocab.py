@@ -3,7 +3,6 @@ pad/eos/bos/unk policy and extra ids on top, encoding in graph mode inside SeqIO
 (lm and UL2 tasks of the real registry), and the refusals: id 0 an ordinary token, no EOS, a
 SentencePiece model whose id 0 is neither pad nor unk."""
 
-import json
 import os
 
 import numpy as np
@@ -38,7 +37,8 @@ def hf_config(tmp_path_factory) -> vocab_lib.VocabConfig:
 
 def test_ids_follow_the_stated_policy(hf_config):
   vocabulary = hf_config.build()
-  assert (vocabulary.pad_id, vocabulary.unk_id, vocabulary.bos_id, vocabulary.eos_id) == (0, 0, 1, 2)
+  ids = (vocabulary.pad_id, vocabulary.unk_id, vocabulary.bos_id, vocabulary.eos_id)
+  assert ids == (0, 0, 1, 2)
   assert vocabulary.vocab_size == VOCAB + vocab_lib.DEFAULT_EXTRA_IDS
   assert vocab_lib.base_vocab_size(vocabulary) == VOCAB
   assert vocab_lib.mode_token_id("[NLU]", vocabulary) == VOCAB  # lowest extra id

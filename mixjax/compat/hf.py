@@ -121,6 +121,7 @@ def _family_checks(hf: dict, family: str, sequence_length: int | None, problems:
     _require(hf, "mlp_bias", (False,), problems, False)
   if family == "qwen2":
     _require(hf, "use_sliding_window", (False,), problems, False)
+    _require(hf, "use_mrope", (False,), problems, False, ": multimodal rotary (Qwen2-VL)")
     types = set(hf.get("layer_types") or ["full_attention"])
     if types != {"full_attention"}:
       problems.append(f"layer_types={sorted(types)} (only full_attention)")
@@ -134,7 +135,8 @@ def _family_checks(hf: dict, family: str, sequence_length: int | None, problems:
 
 _CONSUMED = {
     "llama": {"attention_bias", "mlp_bias", "head_dim"},
-    "qwen2": {"use_sliding_window", "sliding_window", "max_window_layers", "layer_types"},
+    "qwen2": {"use_sliding_window", "sliding_window", "max_window_layers", "layer_types",
+              "use_mrope", "head_dim"},
     "mistral": {"sliding_window", "head_dim", "attention_bias", "mlp_bias"},
 }
 _COMMON = {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",

@@ -259,15 +259,15 @@ class DecoderBlock(nn.Module):
   @nn.compact
   def __call__(self, x_BTD, positions_BT, k_start_BT, k_end_BT, encoded=None, decode=None):
     cfg = self.config
+    norm = lambda name: RMSNorm(cfg.dtype, cfg.norm_eps, name=name)  # noqa: E731
     x_BTD = x_BTD + Attention(cfg, name="attention")(
-        RMSNorm(cfg.dtype, cfg.norm_eps, name="pre_attention_norm")(x_BTD), positions_BT, k_start_BT, k_end_BT,
-        decode=decode)
+        norm("pre_attention_norm")(x_BTD), positions_BT, k_start_BT, k_end_BT, decode=decode)
     if encoded is not None:
       enc_BSD, cross_start_BT, cross_end_BT = encoded
       x_BTD = x_BTD + Attention(cfg, cross=True, name="cross_attention")(
-          RMSNorm(cfg.dtype, cfg.norm_eps, name="pre_cross_attention_norm")(x_BTD), positions_BT,
-          cross_start_BT, cross_end_BT, kv_BSD=enc_BSD, decode=decode)
-    x_BTD = x_BTD + SwiGLU(cfg, name="mlp")(RMSNorm(cfg.dtype, cfg.norm_eps, name="pre_mlp_norm")(x_BTD))
+          norm("pre_cross_attention_norm")(x_BTD), positions_BT, cross_start_BT, cross_end_BT,
+          kv_BSD=enc_BSD, decode=decode)
+    x_BTD = x_BTD + SwiGLU(cfg, name="mlp")(norm("pre_mlp_norm")(x_BTD))
     return _constrain(x_BTD, "batch", "length", "act_embed")
 
 
