@@ -22,6 +22,8 @@ setuptools.setup(
         "tensorflow-datasets>=4.9",
         "gin-config>=0.5",
         "sentencepiece",
+        "tokenizers",    # mixjax.vocab's 'hf' kind (a tokenizer.json)
+        "safetensors",   # mixjax.compat.hf reads and writes Hugging Face checkpoints
         "numpy",
         "tqdm",
         "tensorboardX",
@@ -34,5 +36,8 @@ setuptools.setup(
         "beam": ["apache-beam"],
         "gpu": ["jax[cuda13]"],
         "tpu": ["jax[tpu]"],
+        # The Hugging Face parity tests (tests/test_hf_*.py): the reference models. torch pinned:
+        # 2.13.0 is the CPU build on the machines' disk (a bare `torch` pulls a CUDA build).
+        "hf": ["torch==2.13.0", "transformers", "tokenizers", "safetensors"],
     },
 )

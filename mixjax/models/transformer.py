@@ -38,7 +38,17 @@ class TransformerConfig:
   num_kv_heads: int = 2
   head_dim: int = 32
   mlp_dim: int = 384
-  rope_max_wavelength: float = 10_000.0
+  rope_max_wavelength: float = 10_000.0   # Hugging Face's `rope_theta`
+  # Rotary frequency scaling: 'default' (none) | 'llama3' (Llama 3.1's piecewise scaling of the
+  # low frequencies, with the four `rope_*` fields below as in HF's `rope_scaling`).
+  rope_type: str = "default"
+  rope_factor: float = 8.0
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_max_positions: int = 8192
+  qkv_bias: bool = False          # biases on the query/key/value projections (Qwen2)
+  tie_embeddings: bool = False    # logits = x @ embedding^T (no separate `unembed` kernel)
+  norm_eps: float = 1e-6          # RMSNorm's epsilon (HF's `rms_norm_eps`)
   dtype: str = "float32"
   attention_impl: str = "xla"
   # Rematerialisation of each block in the backward pass: 'none' | 'dots_saveable' (keep the
@@ -58,12 +68,19 @@ class TransformerConfig:
       raise ValueError(f"Unknown architecture {self.architecture!r}; valid: {ARCHITECTURES}.")
     if remat_policy(self.remat) not in REMAT_POLICIES:
       raise ValueError(f"Unknown remat {self.remat!r}; valid: {sorted(REMAT_POLICIES)}.")
+    if self.rope_type not in ROPE_TYPES:
+      raise ValueError(f"Unknown rope_type {self.rope_type!r}; valid: {ROPE_TYPES}.")
+    if self.rope_type == "llama3" and not self.rope_high_freq_factor > self.rope_low_freq_factor:
+      raise ValueError(f"rope_type='llama3' needs rope_high_freq_factor "
+                       f"({self.rope_high_freq_factor}) > rope_low_freq_factor "
+                       f"({self.rope_low_freq_factor}).")
     if self.attention_impl not in attention_lib.ATTENTION_IMPLS:
       raise ValueError(f"Unknown attention_impl {self.attention_impl!r}; valid: "
                        f"{sorted(attention_lib.ATTENTION_IMPLS)}.")
 
 
 ARCHITECTURES = ("decoder", "encoder_decoder")
+ROPE_TYPES = ("default", "llama3")
 DECODE_MODES = ("prefill", "step")
 
 
@@ -119,20 +136,39 @@ def _constrain(x, *names):
 
 class RMSNorm(nn.Module):
   dtype: str = "float32"
+  eps: float = 1e-6
 
   @nn.compact
   def __call__(self, x_BTD):
     scale_D = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
                          (x_BTD.shape[-1],))
     x32 = x_BTD.astype(jnp.float32)
-    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + 1e-6)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
     return (x32 * scale_D[None, None, :]).astype(self.dtype)
 
 
-def apply_rotary(x_BTHD, positions_BT, max_wavelength):
-  """Rotary position embedding (half-split layout) at the given per-token positions."""
+def rope_frequencies(cfg: TransformerConfig):
+  """Rotary inverse frequencies `[Dh / 2]` (float32): `rope_max_wavelength ** (-i / half)`,
+  then, for `rope_type='llama3'`, wavelengths past `original / low_freq_factor` divided by
+  `factor`, those under `original / high_freq_factor` kept, and a linear blend between."""
+  half = cfg.head_dim // 2
+  freq_F = cfg.rope_max_wavelength ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  if cfg.rope_type == "default":
+    return freq_F
+  wavelength_F = 2 * jnp.pi / freq_F
+  original = cfg.rope_original_max_positions
+  low, high = cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+  scaled_F = jnp.where(wavelength_F > original / low, freq_F / cfg.rope_factor, freq_F)
+  smooth_F = (original / wavelength_F - low) / (high - low)
+  blended_F = (1 - smooth_F) * scaled_F / cfg.rope_factor + smooth_F * scaled_F
+  medium_F = (wavelength_F >= original / high) & (wavelength_F <= original / low)
+  return jnp.where(medium_F, blended_F, scaled_F)
+
+
+def apply_rotary(x_BTHD, positions_BT, freq_F):
+  """Rotary position embedding (half-split layout, as HF's `rotate_half`) at the given
+  per-token positions, with inverse frequencies `freq_F` (`rope_frequencies`)."""
   half = x_BTHD.shape[-1] // 2
-  freq_F = max_wavelength ** (-jnp.arange(half, dtype=jnp.float32) / half)
   angle_BTF = positions_BT[..., None].astype(jnp.float32) * freq_F[None, None, :]
   sin_BT1F, cos_BT1F = jnp.sin(angle_BTF)[:, :, None], jnp.cos(angle_BTF)[:, :, None]
   x1, x2 = x_BTHD[..., :half].astype(jnp.float32), x_BTHD[..., half:].astype(jnp.float32)
@@ -150,20 +186,22 @@ class Attention(nn.Module):
                decode: Decode | None = None):
     cfg = self.config
     dense = lambda name, heads, axis: nn.DenseGeneral(  # noqa: E731
-        (heads, cfg.head_dim), use_bias=False, dtype=cfg.dtype, name=name,
-        kernel_init=_dense_init("embed", axis, "head_dim"))
+        (heads, cfg.head_dim), use_bias=cfg.qkv_bias, dtype=cfg.dtype, name=name,
+        kernel_init=_dense_init("embed", axis, "head_dim"),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axis, "head_dim")))
+    freq_F = rope_frequencies(cfg)
     q_BTHD = dense("query", cfg.num_heads, "heads")(x_BTD)
     if not self.cross:
-      q_BTHD = apply_rotary(q_BTHD, positions_BT, cfg.rope_max_wavelength)
+      q_BTHD = apply_rotary(q_BTHD, positions_BT, freq_F)
     q_BTHD = _constrain(q_BTHD, "batch", "length", "act_heads", None)
     if decode is not None and decode.mode == "step":
-      out_BTHD = self._cached_step(q_BTHD, x_BTD, positions_BT, decode, dense)
+      out_BTHD = self._cached_step(q_BTHD, x_BTD, positions_BT, decode, dense, freq_F)
     else:
       source_BSD = kv_BSD if self.cross else x_BTD
       k_BSKD = dense("key", cfg.num_kv_heads, "kv_heads")(source_BSD)
       v_BSKD = dense("value", cfg.num_kv_heads, "kv_heads")(source_BSD)
       if not self.cross:
-        k_BSKD = apply_rotary(k_BSKD, positions_BT, cfg.rope_max_wavelength)
+        k_BSKD = apply_rotary(k_BSKD, positions_BT, freq_F)
       if decode is not None:  # prefill: keep the keys and values for the steps
         size = k_BSKD.shape[1] if self.cross else decode.cache_len
         for name, new_BSKD in (("cached_key", k_BSKD), ("cached_value", v_BSKD)):
@@ -176,7 +214,7 @@ class Attention(nn.Module):
     return nn.DenseGeneral(cfg.d_model, axis=(-2, -1), use_bias=False, dtype=cfg.dtype,
                            name="out", kernel_init=_dense_init("heads", "head_dim", "embed"))(out_BTHD)
 
-  def _cached_step(self, q_B1HD, x_B1D, positions_B1, decode: Decode, dense):
+  def _cached_step(self, q_B1HD, x_B1D, positions_B1, decode: Decode, dense, freq_F):
     """One token per row against the cache: self-attention writes its key and value at slot
     `lengths_B` first; cross-attention reads the encoder's keys and values cached at prefill."""
     cfg = self.config
@@ -189,7 +227,7 @@ class Attention(nn.Module):
       lengths_B = decode.cross_lengths_B
     else:
       k_B1KD = apply_rotary(dense("key", cfg.num_kv_heads, "kv_heads")(x_B1D), positions_B1,
-                            cfg.rope_max_wavelength)
+                            freq_F)
       v_B1KD = dense("value", cfg.num_kv_heads, "kv_heads")(x_B1D)
       rows_B = jnp.arange(x_B1D.shape[0])
       cache_k.value = cache_k.value.at[rows_B, decode.lengths_B].set(k_B1KD[:, 0])
@@ -221,15 +259,15 @@ class DecoderBlock(nn.Module):
   @nn.compact
   def __call__(self, x_BTD, positions_BT, k_start_BT, k_end_BT, encoded=None, decode=None):
     cfg = self.config
+    norm = lambda name: RMSNorm(cfg.dtype, cfg.norm_eps, name=name)  # noqa: E731
     x_BTD = x_BTD + Attention(cfg, name="attention")(
-        RMSNorm(cfg.dtype, name="pre_attention_norm")(x_BTD), positions_BT, k_start_BT, k_end_BT,
-        decode=decode)
+        norm("pre_attention_norm")(x_BTD), positions_BT, k_start_BT, k_end_BT, decode=decode)
     if encoded is not None:
       enc_BSD, cross_start_BT, cross_end_BT = encoded
       x_BTD = x_BTD + Attention(cfg, cross=True, name="cross_attention")(
-          RMSNorm(cfg.dtype, name="pre_cross_attention_norm")(x_BTD), positions_BT,
-          cross_start_BT, cross_end_BT, kv_BSD=enc_BSD, decode=decode)
-    x_BTD = x_BTD + SwiGLU(cfg, name="mlp")(RMSNorm(cfg.dtype, name="pre_mlp_norm")(x_BTD))
+          norm("pre_cross_attention_norm")(x_BTD), positions_BT, cross_start_BT, cross_end_BT,
+          kv_BSD=enc_BSD, decode=decode)
+    x_BTD = x_BTD + SwiGLU(cfg, name="mlp")(norm("pre_mlp_norm")(x_BTD))
     return _constrain(x_BTD, "batch", "length", "act_embed")
 
 
@@ -267,10 +305,13 @@ def _step_ranges(tokens_BT):
   return zeros_BT, zeros_BT
 
 
-def _logits(cfg: TransformerConfig, x_BTD):
-  x_BTD = RMSNorm(cfg.dtype, name="final_norm")(x_BTD)
-  logits_BTV = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype, name="unembed",
-                        kernel_init=_dense_init("embed", "vocab"))(x_BTD)
+def _logits(cfg: TransformerConfig, x_BTD, embedding_VD):
+  x_BTD = RMSNorm(cfg.dtype, cfg.norm_eps, name="final_norm")(x_BTD)
+  if cfg.tie_embeddings:  # the embedding table doubles as the output projection
+    logits_BTV = jnp.einsum("btd,vd->btv", x_BTD, embedding_VD.astype(cfg.dtype))
+  else:
+    logits_BTV = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype, name="unembed",
+                          kernel_init=_dense_init("embed", "vocab"))(x_BTD)
   return _constrain(logits_BTV.astype(jnp.float32), "batch", "length", "act_vocab")
 
 
@@ -302,9 +343,10 @@ class Decoder(nn.Module):
     elif key_ranges is None:
       key_ranges = (masks.causal_ranges(segment_ids_BT) if inputs_mask_BT is None
                     else masks.prefix_lm_ranges(segment_ids_BT, inputs_mask_BT))
-    x_BTD = _stack(cfg, "layer_", _embed(_embedding_table(self, cfg), cfg, tokens_BT),
-                   positions_BT, key_ranges, decode=decode)
-    return _logits(cfg, _next_token_rows(x_BTD, decode))
+    embedding_VD = _embedding_table(self, cfg)
+    x_BTD = _stack(cfg, "layer_", _embed(embedding_VD, cfg, tokens_BT), positions_BT,
+                   key_ranges, decode=decode)
+    return _logits(cfg, _next_token_rows(x_BTD, decode), embedding_VD)
 
 
 class EncoderDecoder(nn.Module):
@@ -336,7 +378,7 @@ class EncoderDecoder(nn.Module):
       enc_BSD = _stack(cfg, "encoder_", _embed(embedding_VD, cfg, encoder_tokens_BS),
                        encoder_positions_BS,
                        masks.bidirectional_ranges(encoder_segment_ids_BS))
-      enc_BSD = RMSNorm(cfg.dtype, name="encoder_norm")(enc_BSD)
+      enc_BSD = RMSNorm(cfg.dtype, cfg.norm_eps, name="encoder_norm")(enc_BSD)
       encoded = (enc_BSD, *masks.cross_ranges(segment_ids_BT, encoder_segment_ids_BS))
       self_ranges = masks.causal_ranges(segment_ids_BT)
       if decode is not None:
@@ -344,7 +386,7 @@ class EncoderDecoder(nn.Module):
             encoder_segment_ids_BS > 0, axis=1, dtype=jnp.int32)
     x_BTD = _stack(cfg, "decoder_", _embed(embedding_VD, cfg, tokens_BT), positions_BT,
                    self_ranges, encoded, decode=decode)
-    return _logits(cfg, _next_token_rows(x_BTD, decode))
+    return _logits(cfg, _next_token_rows(x_BTD, decode), embedding_VD)
 
 
 MODELS = {"decoder": Decoder, "encoder_decoder": EncoderDecoder}
