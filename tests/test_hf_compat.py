@@ -25,6 +25,7 @@ from mixjax.inference import generate
 from mixjax.inference import restore
 from mixjax.inference import sampling
 from mixjax.models import transformer
+from mixjax.training import init_from
 from mixjax.training import loop
 from mixjax.training import metrics as metrics_lib
 from mixjax.training import optim
@@ -247,22 +248,29 @@ def test_infer_uses_the_converted_tokenizer(convert, tokenizer):
   assert completion == tokenizer.decode(new[:new.index(2) + 1] if 2 in new else new)
 
 
-@pytest.mark.slow  # 62 s on 2 loaded cores (the conversion, the pipeline, 4 sharded steps)
-def test_the_converted_model_trains_sharded_on_its_tokenizer(convert, tmp_path):
-  """Qwen2's biases, tied embeddings and the hf vocabulary through the real train loop on a
-  (data 2, fsdp 2, tensor 2) mesh: the gradients of the new parameters flow and the loss falls."""
-  run = convert("qwen2").run
-  kwargs = helpers.tiny_train_kwargs(str(tmp_path / "train"), TRAIN_TASK, steps=4,
-                                     mesh_shape=(2, 2, 2), checkpoint_period=0, length=64)
-  kwargs["model"] = dataclasses.replace(run.model_config, tie_embeddings=True)
-  kwargs["data"] = dataclasses.replace(kwargs["data"], vocab=run.data_config.vocab)
+def test_a_converted_model_continues_pretraining_evaluates_and_generates(convert, tmp_path):
+  """Continued pre-training from the converted directory (INIT_FROM, gin/cpt.gin's mechanism):
+  Qwen2's biases and the hf vocabulary come from the source, its parameters are the start, the
+  loop evaluates at the end, and the new run generates through `mixjax.infer`."""
+  source = convert("qwen2")
+  model_dir = str(tmp_path / "cpt")
+  kwargs = helpers.tiny_train_kwargs(model_dir, TRAIN_TASK, steps=2, checkpoint_period=0,
+                                     length=64)
+  kwargs["model"] = transformer.TransformerConfig()  # shape and vocabulary from INIT_FROM
+  kwargs["init"] = init_from.InitConfig(from_dir=source.model_dir)
   kwargs["optimizer"] = dataclasses.replace(kwargs["optimizer"], learning_rate=1e-2)
-  loop.train(**kwargs)
-  losses = [m["loss"] for m in metrics_lib.read_metrics(str(tmp_path / "train")) if "loss" in m]
-  assert len(losses) == 4 and all(np.isfinite(losses)) and losses[-1] < losses[0]
-  state = restore.restore_run(str(tmp_path / "train"))
-  bias = np.asarray(state.params["layer_0"]["attention"]["query"]["bias"])
-  assert not np.array_equal(bias, np.asarray(run.params["layer_0"]["attention"]["query"]["bias"]))
+  final = loop.train(**kwargs)
+  assert any(k.startswith("eval/") for k in final)
+  lines = [m for m in metrics_lib.read_metrics(model_dir) if "loss" in m]
+  assert len(lines) == 2 and all(np.isfinite([m["loss"] for m in lines]))
+  trained = restore.restore_run(model_dir)
+  assert trained.model_config == source.run.model_config
+  assert trained.data_config.vocab == source.run.data_config.vocab
+  bias = np.asarray(trained.params["layer_0"]["attention"]["query"]["bias"])
+  start = np.asarray(source.run.params["layer_0"]["attention"]["query"]["bias"])
+  assert not np.array_equal(bias, start) and np.abs(bias - start).max() < 0.1  # moved, from there
+  [completion] = infer.infer(model_dir, ["alpha river stone"], max_new_tokens=4)
+  assert isinstance(completion, str)
 
 
 # ----------------------------------------------------------------------------------------------
