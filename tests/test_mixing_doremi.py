@@ -78,6 +78,7 @@ def test_dro_moves_weight_to_the_domain_with_the_largest_excess_loss():
   assert result["proxy_steps"] == 24
 
 
+@pytest.mark.slow  # trains and restores a run: ~30 CPU-s (275 s wall at load 12)
 def test_reference_losses_from_a_run_directory_are_computed_once_and_cached(tmp_path,
                                                                               monkeypatch):
   task = helpers.register_word_task(tmp_path)
