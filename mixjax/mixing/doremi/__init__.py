@@ -17,9 +17,8 @@ The excess-loss estimator is explicit, since public versions differ. With l_j th
 r_j the reference's loss of token j, and the sums over the batch's tokens of domain d:
 - `clip_token` (default): sum_j max(l_j - r_j, 0) / #tokens. This is the paper's Algorithm 1
   (step "compute per-domain excess losses": the max sits inside the token sum, normalised by
-  the domain's token count sum_{x in B_d} |x|), and the original repo's. The paper's text
-  motivates it the same way: excess losses are clipped at 0 per token, so tokens the reference
-  already predicts worse than the proxy count as 0, not as a credit.
+  the domain's token count sum_{x in B_d} |x|), and the original repo's: a token the proxy
+  already predicts better than the reference counts as 0, not as a credit against the others.
 - `clip_domain_mean`: max(sum_j (l_j - r_j) / #tokens, 0), the clip applied to the per-domain
   mean (the Aioli port). The issue that asked for this module calls this "the paper's"; it is
   rather the unclipped minimax objective of the paper's Eq. 1 (the per-domain mean excess loss)
