@@ -11,6 +11,7 @@ from mixjax import gin_utils
 from mixjax import vocab as vocab_lib
 from mixjax.data import tasks
 from mixjax.training import loop
+import mixjax_tasks
 
 WORDS = "the cat sat on a mat while dog ran far away from home and back again".split()
 TINY_GIN = "gin/runs/tiny.gin"
@@ -61,6 +62,23 @@ def tiny_train_kwargs(model_dir, task, steps=6, mesh_shape=(-1, 1, 1), num_devic
       f"EVAL_PERIOD={eval_period}", f"SEED={seed}", f"RunConfig.stop_at_step={stop_at_step}",
       "RunConfig.progress_bar=False", "CheckpointConfig.keep=5", "EvalConfig.batch_size=8",
       "EvalConfig.max_probes=100")
+
+
+def train_with_gin_file(gin_file, model_dir, steps=2, *bindings: str) -> dict:
+  """Trains the tiny run with `gin_file` (e.g. a method's DIR/mixture.gin) added after
+  gin/runs/tiny.gin, for `steps` steps; returns the final metrics and the data config used."""
+  gin.clear_config()
+  try:
+    gin_utils.parse_and_bind(
+        [f"--gin_file={TINY_GIN}", f"--gin_file={gin_file}"] + [f"--gin.{b}" for b in (
+            *TEST_MODEL, f"MODEL_DIR='{model_dir}'", f"TRAIN_STEPS={steps}", "EVAL_PERIOD=0",
+            f"CHECKPOINT_PERIOD={steps}", "RunConfig.progress_bar=False", *bindings)],
+        prog="tests")
+    mixjax_tasks.register_all()  # with the gin files' bindings (e.g. register_synthetic)
+    configs = loop.configs_from_gin()
+    return {"metrics": loop.train(**configs), "data": configs["data"]}
+  finally:
+    gin.clear_config()
 
 
 def reconstruct_chunk(inputs, targets, vocabulary=None) -> np.ndarray:

@@ -20,8 +20,9 @@ ALLOWED = {
     "data": {"vocab"},
     # The iterator side (schedules, allocation, stream, sources) needs only data; the methods
     # (swarm, regmix, doremi, alignment) train proxies, so they use models and training too
-    # (training.loop imports only mixing.stream: no module cycle, checked below).
-    "mixing": BASE | {"data", "iclm", "models", "kernels", "training"},  # iclm: DSIR's n-grams
+    # (training.loop imports only mixing.stream: no module cycle, checked below); DoReMi
+    # restores its reference from a run directory (inference.restore); iclm: DSIR's n-grams.
+    "mixing": BASE | {"data", "iclm", "models", "kernels", "training", "inference"},
     "testbed": set(),
     "iclm": {"data", "vocab", "testbed"},
     "models": {"kernels"},
@@ -36,7 +37,8 @@ ALLOWED = {
 # Binaries: thin entry points on top; they may import anything, nothing may import them.
 BINARIES = {"mixjax.train", "mixjax.infer", "mixjax.eval.__main__", "mixjax.convert",
             "mixjax.plots", "mixjax.iclm.cli", "mixjax.iclm.__main__", "mixjax.testbed.__main__",
-            "mixjax.data.synthetic", "mixjax.mixing.regmix.__main__"}
+            "mixjax.data.synthetic", "mixjax.mixing.regmix.__main__",
+            "mixjax.mixing.doremi.__main__", "mixjax.mixing.alignment.__main__"}
 # The mixture's iterator side must stay free of models and training (the methods may use them).
 ITERATOR_SIDE = ("mixjax.mixing.schedules", "mixjax.mixing.allocation", "mixjax.mixing.stream",
                  "mixjax.mixing.sources", "mixjax.mixing.accounting")

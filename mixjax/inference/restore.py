@@ -29,6 +29,23 @@ class RestoredRun:
   step: int
 
 
+def run_data_config(model_dir: str) -> pipeline.DataConfig:
+  """The data config a run saved (its mixture, lengths, batch, converter, objective, vocab)."""
+  saved = checkpoints.read_run_configs(model_dir)
+  return pipeline.DataConfig(**{k: saved["data"][k] for k in _DATA_FIELDS if k in saved["data"]})
+
+
+def checkpoint_steps(model_dir: str) -> list[int]:
+  """The run's checkpoint steps, oldest first; raises naming the fix when it has none."""
+  directory = os.path.join(os.path.abspath(model_dir), "checkpoints")
+  available = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(
+      directory) else []
+  if not available:
+    raise FileNotFoundError(f"No checkpoint in {directory}; train first or pass a MODEL_DIR "
+                            "that has one.")
+  return available
+
+
 def restore_run(model_dir: str, step: int | None = None,
                 mesh_config: partitioning.MeshConfig = ONE_DEVICE) -> RestoredRun:
   """Rebuilds a run's model from its `run_configs.json` and restores one checkpoint's parameters
@@ -36,14 +53,9 @@ def restore_run(model_dir: str, step: int | None = None,
   is given."""
   saved = checkpoints.read_run_configs(model_dir)
   model_config = transformer.TransformerConfig(**saved["model"])
-  data_config = pipeline.DataConfig(**{k: saved["data"][k] for k in _DATA_FIELDS
-                                       if k in saved["data"]})
+  data_config = run_data_config(model_dir)
   directory = os.path.join(os.path.abspath(model_dir), "checkpoints")
-  available = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(
-      directory) else []
-  if not available:
-    raise FileNotFoundError(f"No checkpoint in {directory}; train first or pass a MODEL_DIR "
-                            "that has one.")
+  available = checkpoint_steps(model_dir)
   if step is not None and step not in available:
     raise FileNotFoundError(f"No checkpoint for step {step} in {directory}; it holds steps "
                             f"{available}.")

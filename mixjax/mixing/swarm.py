@@ -82,6 +82,11 @@ def _take_rows(config: pipeline.DataConfig, task: str, split: str, n: int, seed:
   return list(pipeline.tf_options(ds.take(n)).as_numpy_iterator())
 
 
+def validation_rows(config: pipeline.DataConfig, task: str, n: int) -> dict:
+  """The first `n` packed validation rows of `task` (features `[n, T]`, in file order)."""
+  return _as_features(_take_rows(config, task, "validation", n, None), 0, f"{task} (validation)")
+
+
 def build_pools(config: pipeline.DataConfig, swarm: SwarmConfig,
                 eval_tasks: Mapping[str, str] | None = None) -> Pools:
   """Packs `pool_rows` shuffled train rows of each of the mixture's domains (in the run's
@@ -92,8 +97,7 @@ def build_pools(config: pipeline.DataConfig, swarm: SwarmConfig,
                                    pipeline.domain_seed(swarm.data_seed, t)),
                         swarm.pool_rows, f"{t} (train)") for t in domain_tasks.values()]
   sets = {**domain_tasks, **(eval_tasks or {})}
-  evals = [_as_features(_take_rows(config, t, "validation", swarm.eval_rows, None), 0,
-                        f"{t} (validation)") for t in sets.values()]
+  evals = [validation_rows(config, t, swarm.eval_rows) for t in sets.values()]
   return Pools(
       domains=tuple(domain_tasks), train={f: np.stack([p[f] for p in train]) for f in train[0]},
       eval_sets=tuple(sets), eval={f: np.concatenate([e[f] for e in evals]) for f in evals[0]},

@@ -33,10 +33,9 @@ import optax
 from tqdm import tqdm
 
 from mixjax import gin_utils
-from mixjax import vocab as vocab_lib
 from mixjax.data import pipeline
 from mixjax.mixing import output
-from mixjax.mixing import schedules
+from mixjax.mixing import proxies
 from mixjax.mixing import swarm as swarm_lib
 from mixjax.mixing import target as target_lib
 from mixjax.models import transformer
@@ -239,23 +238,6 @@ def fit_and_search(weights_ND: np.ndarray, loss_N: np.ndarray, config: RegMixCon
   return {"weights_D": weights_D / weights_D.sum(), "report": report}
 
 
-def _proxy_setup(data: pipeline.DataConfig, swarm_config: swarm_lib.SwarmConfig,
-                 config: RegMixConfig, resolved: target_lib.ResolvedTarget):
-  """The proxies' data config (the run's mixture at the proxies' length and batch) and pools."""
-  proxy_data = dataclasses.replace(data, task_feature_lengths={"targets": config.proxy_length},
-                                   batch_size=swarm_config.batch_size, schedule=None)
-  return proxy_data, swarm_lib.build_pools(proxy_data, swarm_config, resolved.eval_tasks)
-
-
-def prior_weights(data: pipeline.DataConfig, domains: tuple[str, ...]) -> np.ndarray:
-  """The run's own mixture weights `[D]` (its schedule's first step, or the registered rates)."""
-  ctx = schedules.context_for(data.mixture_or_task_name, 1, data.batch_size)
-  spec = data.schedule if data.schedule is not None else data.mixture_or_task_name
-  resolved = (spec if isinstance(spec, schedules.Schedule)
-              else schedules.constant_schedule(spec)).resolve(ctx)
-  return np.asarray([dict(zip(ctx.domains, resolved.weights_D(0)))[d] for d in domains])
-
-
 @gin.configurable
 def run_regmix(out_dir: str, config: RegMixConfig | None = None,
                data: pipeline.DataConfig | None = None,
@@ -276,13 +258,12 @@ def run_regmix(out_dir: str, config: RegMixConfig | None = None,
   sampler = sampler or SamplerConfig()
   domains = tuple(pipeline.domain_tasks(data.mixture_or_task_name))
   resolved = target_lib.resolve(config.target, domains)
-  proxy_data, pools = _proxy_setup(data, swarm_config, config, resolved)
-  model = dataclasses.replace(proxy_model or transformer.TransformerConfig(),
-                              vocab_size=vocab_lib.embedding_size(proxy_data.vocabulary))
-  swarm = swarm_lib.Swarm(model, proxy_optimizer or optim.OptimizerConfig(), pools, swarm_config)
+  swarm = proxies.setup(data, swarm_config, config.proxy_length, proxy_model, proxy_optimizer,
+                        resolved.eval_tasks).swarm
+  pools = swarm.pools
 
   rng = np.random.default_rng(config.seed)
-  prior_D = prior_weights(data, domains)
+  prior_D = proxies.prior_weights(data, domains)
   epochs_per_weight_D = (swarm_config.train_steps * swarm_config.batch_size
                          / pools.rows_per_domain) * np.ones(len(domains))
   weights_ND = sample_mixtures(prior_D, config.num_proxies, sampler, rng, epochs_per_weight_D,
@@ -306,6 +287,7 @@ def run_regmix(out_dir: str, config: RegMixConfig | None = None,
             "prior_target_loss": float(np.mean(replica_R)) if len(replica_R) else None,
             "proxy_loss_spread_std": float(np.std(loss_N)),
             "num_proxies": config.num_proxies, "proxy_steps": swarm_config.train_steps,
+            "proxy_tokens": total * swarm_config.batch_size * config.proxy_length,
             "prior": dict(zip(domains, prior_D.tolist())), "seconds": time.perf_counter() - start,
             "proxies": [{"weights": dict(zip(domains, w.tolist())), "target_loss": float(l)}
                         for w, l in zip(weights_ND, loss_N)]}

@@ -1,5 +1,8 @@
 """Gradient alignment (DoGE / DGA style): reweight domains toward a target domain's gradient.
 
+  python -m mixjax.mixing.alignment --gin_file=gin/mixing/alignment.gin --output=DIR
+  (__main__.py; run.py: the source on a proxy, its time-averaged weights as the output)
+
 The alignment of domain d is <g_d, g_target>, g_d the gradient of d's mean loss. All k of them
 come from one `grad` and one `jax.jvp`: with g_target = grad of the target loss, the jvp of the
 per-example losses in direction g_target gives <grad l_b, g_target> for every example b at once,
