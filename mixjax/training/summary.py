@@ -78,14 +78,14 @@ def format_summary(summary: Mapping) -> str:
   scored = {n: p for n, p in summary["probes"].items() if "accuracy" in p}
   if scored:
     out.append(f"  probes at step {summary['last_eval_step']} (accuracy ± standard error, "
-               "n probes, chance):")
+               "n probes, chance; above/below: by over 2 standard errors at chance):")
     width = max(map(len, scored))
-    for name, probe in scored.items():
+    for name, probe in sorted(scored.items()):
       chance = f"{probe['chance']:.2f}" if "chance" in probe else "?"
       above = ""
-      if "chance" in probe and probe.get("count"):
-        gap = (probe["accuracy"] - probe["chance"]) / max(probe["stderr"], 1e-9)
-        above = "  above chance" if gap > 2 else ("  below chance" if gap < -2 else "")
+      if "chance" in probe and probe.get("count"):  # binomial z against chance
+        z = (probe["accuracy"] - probe["chance"]) / standard_error(probe["chance"], probe["count"])
+        above = "  above chance" if z > 2 else ("  below chance" if z < -2 else "")
       out.append(f"    {name:<{width}}  {probe['accuracy']:.2f} ± {probe['stderr']:.2f} "
                  f"(n={probe.get('count', '?')}, chance {chance}){above}")
   if summary["tokens"]:
