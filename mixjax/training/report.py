@@ -124,10 +124,10 @@ def _probe_panel(ax, lines, probe_stats):
   colours = _colours(list(probes))
   for name, (steps_N, acc_N) in probes.items():
     ax.plot(steps_N, acc_N, marker="o", ms=3, color=colours[name], label=name)
-    chance = probe_stats.get(name, {}).get("chance")
-    if chance is not None:
-      ax.axhline(chance, color=colours[name], ls=":", lw=1)
-  title = "probe accuracy (dotted: chance)" if probe_stats else "probe accuracy"
+  chances = {round(probe_stats[n]["chance"], 3) for n in probes if "chance" in probe_stats.get(n, {})}
+  for chance in sorted(chances):  # one line per level: kinds share them (0.25, 0.5)
+    ax.axhline(chance, color="k", ls=":", lw=1)
+  title = "probe accuracy (dotted: chance levels)" if chances else "probe accuracy"
   ax.set(title=title, xlabel="step", ylabel="accuracy", ylim=(0, 1))
   if probes:
     ax.legend(fontsize=6, ncol=2)
@@ -155,7 +155,9 @@ def _throughput_panel(ax, lines):
     steps_N, tps_N = speed["tokens_per_sec"]
     ax.plot(steps_N, tps_N, color="C0")
     ax.set_ylim(0, 1.1 * float(np.max(tps_N)))
-  ax.set(title="training throughput", xlabel="step", ylabel="tokens / s")
+  # As logged: tokens over the time since the last log, so steps after an eval or a checkpoint dip.
+  ax.set(title="training throughput (dips: evaluation, checkpoints)", xlabel="step",
+         ylabel="tokens / s")
 
 
 def report_figure(lines: Sequence[dict], probe_stats: Mapping[str, dict] | None = None,
