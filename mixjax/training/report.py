@@ -22,6 +22,7 @@ REPORT_NAME = "report.png"
 SUMMARY_NAME = "summary.json"
 
 _WEIGHT_KEY = re.compile(r"^mixture/(.+)/weight_(scheduled|realised)$")
+ROWS_KEY = re.compile(r"^mixture/(.+)/rows$")
 EVAL_KEY = re.compile(r"^eval/(.+)/loss$")
 PROBE_KEY = re.compile(r"^probe/(.+)/accuracy$")
 
@@ -80,6 +81,28 @@ def weight_curves(lines: Sequence[dict]) -> dict[str, dict[str, tuple[np.ndarray
   return dict(nested)
 
 
+def realised_shares(lines: Sequence[dict], window: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{domain: (steps_N, share_N)}: each domain's share of the rows trained on over the last
+  `window` logged intervals, from the cumulative `mixture/<domain>/rows` (exact, whatever the log
+  period; a step's own `weight_realised` is a multiple of 1 / batch and, sampled every
+  `log_period` steps, can miss the rounding's cycle)."""
+  rows = curves(lines, ROWS_KEY)
+  if not rows:
+    return {}
+  steps_N = next(iter(rows.values()))[0]
+  if any(not np.array_equal(s_N, steps_N) for s_N, _ in rows.values()):
+    return {}  # domains logged at different steps: no common total
+  total_N1 = np.concatenate([[0.0], sum(r_N for _, r_N in rows.values())])
+  end_N = np.arange(1, len(steps_N) + 1)
+  start_N = np.maximum(end_N - window, 0)
+  shares = {}
+  for domain, (_, rows_N) in rows.items():
+    rows_N1 = np.concatenate([[0.0], rows_N])
+    shares[domain] = (steps_N, (rows_N1[end_N] - rows_N1[start_N])
+                      / np.maximum(total_N1[end_N] - total_N1[start_N], 1.0))
+  return shares
+
+
 def trailing_mean(x_N: np.ndarray, window: int) -> np.ndarray:
   """Mean of each value and the `window - 1` before it (fewer at the start)."""
   cumsum_N1 = np.concatenate([[0.0], np.cumsum(x_N)])
@@ -135,14 +158,17 @@ def _probe_panel(ax, lines, probe_stats):
 
 def _mixture_panel(ax, lines, window):
   weights = weight_curves(lines)
+  shares = realised_shares(lines, window)
   for domain, colour in _colours(list(weights)).items():
     kinds = weights[domain]
     if "scheduled" in kinds:
       ax.plot(*kinds["scheduled"], ls="--", color=colour)
-    if "realised" in kinds:
+    if domain in shares:
+      ax.plot(*shares[domain], color=colour, label=domain)
+    elif "realised" in kinds:
       steps_N, w_N = kinds["realised"]
       ax.plot(steps_N, trailing_mean(w_N, window), color=colour, label=domain)
-  ax.set(title=f"mixture weights (dashed: scheduled; solid: realised, mean of {window} logs)",
+  ax.set(title=f"mixture weights (dashed: scheduled; solid: realised, over {window} logs)",
          xlabel="step", ylabel="share of rows")
   ax.title.set_fontsize(9)
   if weights:
