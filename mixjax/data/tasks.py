@@ -205,17 +205,23 @@ class SelfShufflingSource(seqio.DataSource):
   SeqIO warns about every uncached `FunctionDataSource` used for training (its records come in one
   order, so a restarted run sees the same data again) and recommends a source that shuffles at a
   lower level: this is one, and mixjax resumes by skipping the rows already read from the same
-  seeded stream, so restarts repeat nothing. Sharding is on examples (SeqIO's `ds.shard`), as for
-  a function source.
+  seeded stream, so restarts repeat nothing.
+
+  Sharding: with `shards_itself`, `dataset_fn` also takes `shard_info` and keeps its shard's
+  records before shuffling them (so a shard holds the same records every epoch); otherwise SeqIO
+  shards the examples after the source (`ds.shard`), as for a function source, which suits a
+  `dataset_fn` whose shuffled order is the same every epoch.
   """
 
-  def __init__(self, dataset_fn: Callable[..., tf.data.Dataset], splits: Iterable[str]):
+  def __init__(self, dataset_fn: Callable[..., tf.data.Dataset], splits: Iterable[str],
+               shards_itself: bool = False):
     super().__init__(splits=splits)
     self._dataset_fn = dataset_fn
+    self._shards_itself = shards_itself
 
   @property
   def supports_arbitrary_sharding(self) -> bool:
-    return False
+    return self._shards_itself
 
   def list_shards(self, split: str) -> Sequence[str]:
     return [split]
@@ -224,6 +230,8 @@ class SelfShufflingSource(seqio.DataSource):
                   shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
                   use_cached: bool = False, num_epochs: int | None = 1) -> tf.data.Dataset:
     del sequence_length, use_cached, num_epochs  # SeqIO's DataSource signature; unused here
+    if self._shards_itself:
+      return self._dataset_fn(split=split, shuffle_files=shuffle, seed=seed, shard_info=shard_info)
     if shard_info and shard_info.num_shards > 1:
       raise ValueError(f"{type(self).__name__} has one shard per split: SeqIO shards its "
                        "examples instead (list_shards).")
@@ -231,15 +239,18 @@ class SelfShufflingSource(seqio.DataSource):
 
 
 def texts_source(texts_by_split: Mapping[str, Callable[[], Sequence[str]]]) -> seqio.DataSource:
-  """A source over in-memory texts; each split's list is produced lazily, on first use. Shuffled,
-  a split comes in a seeded uniform permutation (a new one each epoch)."""
-  def dataset_fn(split, shuffle_files, seed=None):
+  """A source over in-memory texts; each split's list is produced lazily, on first use. Shard `v`
+  of `n` holds texts v, v + n, ...; shuffled, it comes in a seeded uniform permutation, a new one
+  each epoch."""
+  def dataset_fn(split, shuffle_files, seed=None, shard_info=None):
     texts = list(texts_by_split[split]())
+    if shard_info:
+      texts = texts[shard_info.index::shard_info.num_shards]
     ds = tf.data.Dataset.from_tensor_slices({"text": texts})
-    if shuffle_files and texts:  # the whole split is in memory: a buffer over all of it
+    if shuffle_files and texts:  # the whole shard is in memory: a buffer over all of it
       ds = ds.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
     return ds
-  return SelfShufflingSource(dataset_fn, splits=tuple(texts_by_split))
+  return SelfShufflingSource(dataset_fn, splits=tuple(texts_by_split), shards_itself=True)
 
 
 class JsonlFormatError(ValueError):
