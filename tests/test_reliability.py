@@ -187,6 +187,8 @@ def test_fresh_start_refuses_checkpoints_unless_overwrite(tmp_path):
   (tmp_path / "checkpoints" / "10").mkdir(parents=True)
   (tmp_path / "checkpoints" / "20").mkdir()
   _write(tmp_path / "metrics.jsonl", '{"step": 1}\n')
+  _write(tmp_path / report.SUMMARY_NAME, "{}")
+  _write(tmp_path / report.REPORT_NAME, "png")
   _write(tmp_path / "notes.txt", "mine")
   with pytest.raises(run_dir.CheckpointsExistError, match=r"holds checkpoints \(steps \[10, 20\]"
                                                            r"\).*CheckpointConfig.overwrite=True"):
