@@ -11,8 +11,11 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     # `tasks` is installed under the collision-free name `mixjax_tasks`.
-    packages=setuptools.find_packages(include=["mixjax", "mixjax.*"]) + ["mixjax_tasks"],
-    package_dir={"mixjax_tasks": "tasks"},
+    # `gin/` ships as package data under mixjax/gin (`mixjax.gin_utils.gin_path`).
+    packages=setuptools.find_packages(include=["mixjax", "mixjax.*"]) + ["mixjax_tasks",
+                                                                          "mixjax.gin"],
+    package_dir={"mixjax_tasks": "tasks", "mixjax.gin": "gin"},
+    package_data={"mixjax.gin": ["*.gin", "*/*.gin"]},
     install_requires=[
         "jax>=0.10.2",
         "flax>=0.12",
@@ -29,6 +32,7 @@ setuptools.setup(
         "tensorboardX",
         "faiss-cpu",
         "lightgbm>=4",
+        "matplotlib",
     ],
     extras_require={
         "dev": ["pytest>=7", "pytest-xdist", "hypothesis", "nbformat", "nbclient", "ipykernel"],

@@ -8,7 +8,32 @@ import os
 
 import gin
 
-REPO_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+
+
+def _gin_dir() -> str:
+  """mixjax's gin files: installed as package data (`mixjax/gin/`, setup.py), or a checkout's
+  `gin/` beside the package (editable installs, PYTHONPATH)."""
+  package = os.path.dirname(os.path.abspath(__file__))
+  candidates = (os.path.join(package, "gin"), os.path.join(os.path.dirname(package), "gin"))
+  for candidate in candidates:
+    if os.path.isfile(os.path.join(candidate, "quickstart.gin")):
+      return candidate
+  return candidates[-1]
+
+
+REPO_GIN_DIR = _gin_dir()  # always on the search path of --gin_file and includes
+
+
+def gin_path(name: str) -> str:
+  """The path of one of mixjax's gin files, e.g. `gin_path('quickstart.gin')`,
+  `gin_path('models/tiny.gin')` (what notebooks pass to `--gin_file`, from any directory)."""
+  path = os.path.join(REPO_GIN_DIR, name)
+  if not os.path.isfile(path):
+    known = sorted(os.path.relpath(os.path.join(d, f), REPO_GIN_DIR)
+                   for d, _, files in os.walk(REPO_GIN_DIR) for f in files if f.endswith(".gin"))
+    raise FileNotFoundError(f"No gin file {name!r} in {REPO_GIN_DIR}; mixjax's are: "
+                            f"{', '.join(known)}.")
+  return path
 
 
 def split_gin_overrides(argv):

@@ -21,13 +21,17 @@ import argparse
 import dataclasses
 import sys
 
-from mixjax import gin_utils
-from mixjax.launch import distributed
-from mixjax.inference import decoding
-from mixjax.inference import restore
-from mixjax.inference import runner
-from mixjax.inference import sampling
-from mixjax.training import partitioning
+from mixjax import console
+
+console.quiet_start()  # before anything loads TensorFlow
+
+from mixjax import gin_utils  # noqa: E402
+from mixjax.launch import distributed  # noqa: E402
+from mixjax.inference import decoding  # noqa: E402
+from mixjax.inference import restore  # noqa: E402
+from mixjax.inference import runner  # noqa: E402
+from mixjax.inference import sampling  # noqa: E402
+from mixjax.training import partitioning  # noqa: E402
 
 
 def infer(model_dir: str, prompts: list[str], mode: str | None = "S2S",

@@ -37,6 +37,10 @@ if _FLAGS.topology:  # compile-only TPU devices: libtpu without metadata queries
                         "JAX_PLATFORMS": "cpu", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}.items():
     os.environ.setdefault(_name, _value)
 
+from mixjax import console  # noqa: E402
+
+console.quiet_start()  # before anything loads TensorFlow
+
 from mixjax import gin_utils  # noqa: E402
 from mixjax import user_errors  # noqa: E402
 from mixjax.launch import distributed  # noqa: E402

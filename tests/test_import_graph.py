@@ -16,6 +16,7 @@ ALLOWED = {
     "vocab": set(),
     "gin_utils": set(),
     "user_errors": set(),  # how binaries end on an error; imported by binaries only
+    "console": set(),  # a clean console (TensorFlow loaded quietly); imported by binaries only
     "kernels": set(),
     "data": {"vocab"},
     # The iterator side (schedules, allocation, stream, sources) needs only data; the methods

@@ -7,13 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-from xml.etree import ElementTree
 
 import numpy as np
 import pytest
 import seqio
 
-from mixjax import plots
 from mixjax.mixing import accounting
 from mixjax.mixing import allocation
 from mixjax.mixing import schedules as mixtures
@@ -22,6 +20,7 @@ from mixjax.mixing import sources
 from mixjax.mixing import stream as scheduled_pipeline
 from mixjax.training import loop
 from mixjax.training import metrics as metrics_lib
+from mixjax.training import report
 from tests import helpers
 from tests import mixture_tasks
 
@@ -324,8 +323,10 @@ def test_training_logs_accounting_per_domain_eval_and_a_plot(tmp_path):
   evals = [m for m in lines if "eval/math/loss" in m]
   assert [m["step"] for m in evals] == [3, 6]
   assert "eval/web/loss" in evals[-1] and "probe/math/arithmetic/accuracy" in evals[-1]
-  svg = ElementTree.parse(plots.plot_mixture(str(tmp_path), window=2)).getroot()
-  assert len(svg.findall("{http://www.w3.org/2000/svg}polyline")) == 2 * 2  # per domain: 2 lines
+  mixture_axes = report.report_figure(lines, window=2).axes[2]
+  assert len(mixture_axes.get_lines()) == 2 * 2  # per domain: scheduled and realised
+  with open(report.write_report(str(tmp_path), window=2), "rb") as f:  # what train() drew too
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def _binary(args, log_path):

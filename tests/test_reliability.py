@@ -35,6 +35,7 @@ from mixjax.training import config_checks
 from mixjax.training import loop
 from mixjax.training import optim
 from mixjax.training import partitioning
+from mixjax.training import report
 from mixjax.training import run_dir
 from mixjax.training import trainer
 from tests import helpers
@@ -186,6 +187,8 @@ def test_fresh_start_refuses_checkpoints_unless_overwrite(tmp_path):
   (tmp_path / "checkpoints" / "10").mkdir(parents=True)
   (tmp_path / "checkpoints" / "20").mkdir()
   _write(tmp_path / "metrics.jsonl", '{"step": 1}\n')
+  _write(tmp_path / report.SUMMARY_NAME, "{}")
+  _write(tmp_path / report.REPORT_NAME, "png")
   _write(tmp_path / "notes.txt", "mine")
   with pytest.raises(run_dir.CheckpointsExistError, match=r"holds checkpoints \(steps \[10, 20\]"
                                                            r"\).*CheckpointConfig.overwrite=True"):
@@ -352,22 +355,29 @@ def test_train_binary_bad_jsonl_exits_promptly_with_one_message(tmp_path):
   print(f"bad-JSONL binary run exited in {elapsed:.1f}s")
 
 
-def test_plots_bad_window_missing_dir_no_mixture_and_torn_line(tmp_path, capsys):
+def test_plots_bad_window_missing_dir_empty_metrics_and_torn_line(tmp_path, capsys):
   with pytest.raises(SystemExit):
     plots.main([str(tmp_path), "--window", "0"])
   assert "--window: '0' is not an integer >= 1" in capsys.readouterr().err
-  with pytest.raises(plots.PlotInputError, match="window=0: must be an integer >= 1"):
-    plots.mixture_svg([], window=0)
-  with pytest.raises(plots.PlotInputError, match="is not a directory"):
-    plots.plot_mixture(str(tmp_path / "missing"))
-  _write(tmp_path / "metrics.jsonl", '{"step": 1, "loss": 2.0}\n')
-  with pytest.raises(plots.PlotInputError, match="no mixture/<domain>/weight_"):
-    plots.plot_mixture(str(tmp_path))
+  with pytest.raises(report.PlotInputError, match="window=0: must be an integer >= 1"):
+    report.report_figure([], window=0)
+  with pytest.raises(report.PlotInputError, match="is not a directory"):
+    report.write_report(str(tmp_path / "missing"))
+  _write(tmp_path / "metrics.jsonl", "")
+  with pytest.raises(report.PlotInputError, match="holds no line yet"):
+    report.write_report(str(tmp_path))
+  _write(tmp_path / "metrics.jsonl", '{"step": 1, "loss": 2.0}\n{"step": 2, "los\n{"step": 3}\n')
+  with pytest.raises(report.PlotInputError, match="metrics.jsonl:2 is not a JSON object"):
+    report.write_report(str(tmp_path))
   line = {"step": 1, "mixture/math/weight_scheduled": 0.5, "mixture/math/weight_realised": 0.5}
   _write(tmp_path / "metrics.jsonl", json.dumps(line) + '\n{"step": 2, "mixture/ma')
-  svg = open(plots.plot_mixture(str(tmp_path), window=1)).read()
-  assert "nan" not in svg and "<polyline" in svg
+  with pytest.raises(SystemExit):
+    plots.main([str(tmp_path), "--out", str(tmp_path / "report.nope")])
+  assert "--out" in capsys.readouterr().err
+  plots.main([str(tmp_path), "--window", "1"])
   assert "metrics.jsonl:2 is torn" in capsys.readouterr().err
+  with open(tmp_path / "report.png", "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_iclm_cli_names_bad_globs_workers_and_tiny_contexts(tmp_path, capsys):

@@ -14,9 +14,18 @@ from mixjax.training import metrics as metrics_lib
 TINY_ARGS = ["--gin_file=gin/runs/tiny.gin"]
 
 
-def _run(args, cwd):
+# Start-up lines of TensorFlow, CUDA and SeqIO that say nothing a user can act on.
+NOISE = ("cuInit", "Could not find cuda drivers", "oneDNN", "absl::InitializeLog",
+         "uncached FunctionDataset", "cpu_feature_guard")
+
+
+def _run(args, cwd, as_user=False):
+  """The binary in a subprocess; `as_user`: in a user's environment (no log-level or platform
+  variable of the tests' own), to see the console a user sees."""
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+  if as_user:
+    del env["JAX_PLATFORMS"], env["TF_CPP_MIN_LOG_LEVEL"]
   return subprocess.run([sys.executable, "-m", "mixjax.train", *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=600)
 
@@ -28,9 +37,18 @@ def test_binary_trains_evaluates_checkpoints_and_resumes(tmp_path):
   # Run from an unrelated directory: gin files resolve against the repo's gin/.
   first = _run(args + ["--gin.TRAIN_STEPS=6", "--gin.RunConfig.stop_at_step=3"], cwd=tmp_path)
   assert first.returncode == 0, first.stderr[-3000:]
-  second = _run(args + ["--gin.TRAIN_STEPS=6"], cwd=tmp_path)
+  second = _run(args + ["--gin.TRAIN_STEPS=6"], cwd=tmp_path, as_user=True)
   assert second.returncode == 0, second.stderr[-3000:]
-  assert "step 6: eval/bios/loss=" in second.stdout + second.stderr
+  console = second.stdout + second.stderr
+  assert "step 6: eval/bios/loss=" in console
+  assert [n for n in NOISE if n in console] == [], console[-3000:]  # a clean console
+  summary = second.stdout[second.stdout.index("mixjax: run finished at step 6"):]
+  for line in ("parameters  180,544 (0.18M)", "validation loss (nats/token), step 3 -> 6:",
+               "probes at step 6", "prose/agreement", "chance 0.50", "tokens seen:",
+               f"run directory  {model_dir}", f"tensorboard --logdir {model_dir / 'tb'}",
+               f"report         {model_dir / 'report.png'}"):
+    assert line in summary, summary
+  assert (model_dir / "report.png").read_bytes()[:4] == b"\x89PNG"
   lines = metrics_lib.read_metrics(model_dir)
   train_steps = [m["step"] for m in lines if "loss" in m]
   assert train_steps == [1, 2, 3, 4, 5, 6]  # resumed at 4, nothing repeated or skipped

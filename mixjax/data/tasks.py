@@ -16,6 +16,7 @@ import zlib
 from typing import Callable, Iterable, Mapping, Sequence
 
 import gin
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -196,12 +197,60 @@ def register_mixture(name: str, rates: Mapping[str, float] | Sequence[tuple[str,
 # Sources.
 
 
+class SelfShufflingSource(seqio.DataSource):
+  """A source over `dataset_fn(split, shuffle_files, seed)` that shuffles below the task: when
+  SeqIO asks for a shuffled split, `dataset_fn` itself permutes its records (in-memory texts, ICLM
+  contexts) or its files (JSONL), seeded, before the task's shuffle buffer.
+
+  SeqIO warns about every uncached `FunctionDataSource` used for training (its records come in one
+  order, so a restarted run sees the same data again) and recommends a source that shuffles at a
+  lower level: this is one, and mixjax resumes by skipping the rows already read from the same
+  seeded stream, so restarts repeat nothing.
+
+  Sharding: with `shards_itself`, `dataset_fn` also takes `shard_info` and keeps its shard's
+  records before shuffling them (so a shard holds the same records every epoch); otherwise SeqIO
+  shards the examples after the source (`ds.shard`), as for a function source, which suits a
+  `dataset_fn` whose shuffled order is the same every epoch.
+  """
+
+  def __init__(self, dataset_fn: Callable[..., tf.data.Dataset], splits: Iterable[str],
+               shards_itself: bool = False):
+    super().__init__(splits=splits)
+    self._dataset_fn = dataset_fn
+    self._shards_itself = shards_itself
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return self._shards_itself
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    return [split]
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
+                  shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
+                  use_cached: bool = False, num_epochs: int | None = 1) -> tf.data.Dataset:
+    del sequence_length, use_cached, num_epochs  # SeqIO's DataSource signature; unused here
+    if self._shards_itself:
+      return self._dataset_fn(split=split, shuffle_files=shuffle, seed=seed, shard_info=shard_info)
+    if shard_info and shard_info.num_shards > 1:
+      raise ValueError(f"{type(self).__name__} has one shard per split: SeqIO shards its "
+                       "examples instead (list_shards).")
+    return self._dataset_fn(split=split, shuffle_files=shuffle, seed=seed)
+
+
 def texts_source(texts_by_split: Mapping[str, Callable[[], Sequence[str]]]) -> seqio.DataSource:
-  """A source over in-memory texts; each split's list is produced lazily, on first use."""
-  def dataset_fn(split, shuffle_files, seed=None):
-    del shuffle_files, seed  # Order is shuffled by the task's shuffle buffer, seeded by seqio.
-    return tf.data.Dataset.from_tensor_slices({"text": list(texts_by_split[split]())})
-  return seqio.FunctionDataSource(dataset_fn, splits=tuple(texts_by_split))
+  """A source over in-memory texts; each split's list is produced lazily, on first use. Shard `v`
+  of `n` holds texts v, v + n, ...; shuffled, it comes in a seeded uniform permutation, a new one
+  each epoch."""
+  def dataset_fn(split, shuffle_files, seed=None, shard_info=None):
+    texts = list(texts_by_split[split]())
+    if shard_info:
+      texts = texts[shard_info.index::shard_info.num_shards]
+    ds = tf.data.Dataset.from_tensor_slices({"text": texts})
+    if shuffle_files and texts:  # the whole shard is in memory: a buffer over all of it
+      ds = ds.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
+    return ds
+  return SelfShufflingSource(dataset_fn, splits=tuple(texts_by_split), shards_itself=True)
 
 
 class JsonlFormatError(ValueError):
@@ -287,8 +336,10 @@ def _size_and_mtime(path: str) -> tuple[int, int]:
   return stat.length, stat.mtime_nsec
 
 
-class JsonlSource(seqio.FunctionDataSource):
+class JsonlSource(SelfShufflingSource):
   """A source over local JSONL files, `{split: [paths]}` (globs resolved when it is made).
+  Shuffled, a split's files are read in a seeded random order (as SeqIO's file sources do; the
+  task's shuffle buffer mixes the lines).
 
   Each split's files are checked line by line (`check_jsonl_files`) before a dataset is built
   from them, in the calling thread, once per process: a bad line fails there with one message,
@@ -315,9 +366,10 @@ class JsonlSource(seqio.FunctionDataSource):
       _check_once(self.paths[name], self.text_key, f"{self.where} split {name!r}")
 
   def _dataset(self, split, shuffle_files, seed=None):
-    del shuffle_files, seed
     self.check(split)
     paths, text_key = self.paths[split], self.text_key
+    if shuffle_files:
+      paths = [paths[i] for i in np.random.default_rng(seed).permutation(len(paths))]
     return tf.data.Dataset.from_generator(
         lambda: ({"text": t} for t in read_jsonl_texts(paths, text_key)),
         output_signature={"text": tf.TensorSpec((), tf.string)})

@@ -14,16 +14,20 @@ import json
 import os
 import sys
 
-import gin
-import jax
+from mixjax import console
 
-from mixjax import gin_utils
-from mixjax.launch import distributed
-from mixjax.eval import evaluator
-from mixjax.inference import restore
-from mixjax.models import transformer
-from mixjax.training import partitioning
-import mixjax_tasks
+console.quiet_start()  # before anything loads TensorFlow
+
+import gin  # noqa: E402
+import jax  # noqa: E402
+
+from mixjax import gin_utils  # noqa: E402
+from mixjax.launch import distributed  # noqa: E402
+from mixjax.eval import evaluator  # noqa: E402
+from mixjax.inference import restore  # noqa: E402
+from mixjax.models import transformer  # noqa: E402
+from mixjax.training import partitioning  # noqa: E402
+import mixjax_tasks  # noqa: E402
 
 
 def evaluate_checkpoint(model_dir: str, step: int | None = None) -> dict:

@@ -18,10 +18,14 @@ import glob
 import json
 import sys
 
-from mixjax.iclm import knn
-from mixjax.iclm import stages
+from mixjax import console
+
+console.quiet_start()  # before anything loads TensorFlow
+
+from mixjax.iclm import knn  # noqa: E402
+from mixjax.iclm import stages  # noqa: E402
 # A binary may import every layer; the stages cannot import the model this embedder runs.
-import mixjax.inference.embedder  # noqa: F401  (registers --embedder checkpoint)
+import mixjax.inference.embedder  # noqa: E402,F401  (registers --embedder checkpoint)
 
 
 def _inputs(value: str) -> tuple[str, ...]:

@@ -101,7 +101,7 @@ def context_source(output_dir: str) -> seqio.DataSource:
         lambda: ({"texts": texts, "context": c} for c, texts in contexts()),
         output_signature={"texts": tf.TensorSpec([None], tf.string),
                           "context": tf.TensorSpec([], tf.int64)})
-  return seqio.FunctionDataSource(dataset_fn, splits=("train",))
+  return lm_tasks.SelfShufflingSource(dataset_fn, splits=("train",))
 
 
 def tokenize_context(dataset: tf.data.Dataset,

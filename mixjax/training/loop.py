@@ -32,6 +32,7 @@ from mixjax.training import metrics as metrics_lib
 from mixjax.training import optim
 from mixjax.training import partitioning
 from mixjax.training import run_dir
+from mixjax.training import summary as summary_lib
 from mixjax.training import trainer
 
 
@@ -46,6 +47,8 @@ class RunConfig:
   # End this invocation after this step (checkpointing there); train_steps still sets the
   # schedule. For time-boxed or preemptible slots: rerun to continue.
   stop_at_step: int | None = None
+  # At the end, print the summary and write summary.json and report.png (mixjax.training.summary).
+  summary: bool = True
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -241,4 +244,6 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
     ckpt.close()
   if writes_run_dir:
     _write_operative_config(run.model_dir)
+    if run.summary:
+      summary_lib.finish_run(run.model_dir, state.params, evaluator.probes)
   return last

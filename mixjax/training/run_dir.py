@@ -21,7 +21,9 @@ from mixjax.training import checkpoints
 
 METRICS_FILE = "metrics.jsonl"
 # Files and folders of a run that `overwrite` deletes (nothing else in MODEL_DIR is touched).
-RUN_FILES = ("checkpoints", METRICS_FILE, "tb", "config.gin", checkpoints.RUN_CONFIGS_FILE)
+# (summary.json, report.png: what `summary.finish_run` writes, `report.SUMMARY_NAME`/`REPORT_NAME`.)
+RUN_FILES = ("checkpoints", METRICS_FILE, "tb", "config.gin", checkpoints.RUN_CONFIGS_FILE,
+             "summary.json", "report.png")
 # Model fields that change how it runs, not what its checkpoint holds.
 RUNTIME_MODEL_FIELDS = ("attention_impl", "remat", "dtype")
 # Data fields a resumed run must share: they decide the token ids and the batch stream.
