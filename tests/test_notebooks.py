@@ -30,7 +30,7 @@ def _code_cells(nb):
 def test_every_capability_has_a_notebook():
   names = {p.stem for p in NOTEBOOKS}
   assert {"quickstart", "scheduled_mixtures", "ul2", "iclm", "mixture_optimisation",
-          "pod_planning", "kernels"} <= names
+          "pod_planning", "kernels", "continued_pretraining"} <= names
 
 
 def test_notebooks_share_one_install_cell_and_name_no_machine_path():
