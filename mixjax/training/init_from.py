@@ -16,9 +16,7 @@ resumes from it as any run does; `from_dir` is then only recorded in `run_config
 """
 
 import dataclasses
-import json
 import os
-from typing import Any
 
 import gin
 import jax
@@ -76,10 +74,6 @@ def source_step(init: InitConfig) -> int:
   return init.step
 
 
-def _plain(value: Any) -> Any:
-  return json.loads(json.dumps(value, default=repr))
-
-
 def adopt_source(saved: dict, model: transformer.TransformerConfig,
                  vocab: vocab_lib.VocabConfig, where: str
                  ) -> tuple[transformer.TransformerConfig, vocab_lib.VocabConfig]:
@@ -94,9 +88,9 @@ def adopt_source(saved: dict, model: transformer.TransformerConfig,
     if name in run_dir.RUNTIME_MODEL_FIELDS or name not in saved.get("model", {}):
       continue
     then, now = saved["model"][name], getattr(model, name)
-    if _plain(now) == _plain(then):
+    if run_dir.plain(now) == run_dir.plain(then):
       continue
-    if _plain(now) == _plain(getattr(defaults, name)) or (name == "vocab_size" and now is None):
+    if run_dir.plain(now) == run_dir.plain(getattr(defaults, name)):
       updates[name] = tuple(then) if isinstance(then, list) else then  # JSON lists: tuples
     else:
       conflicts.append((f"TransformerConfig.{name}", then, now))
@@ -106,8 +100,8 @@ def adopt_source(saved: dict, model: transformer.TransformerConfig,
     if vocab == vocab_lib.VocabConfig():
       vocab = source_vocab
     else:
-      conflicts.append(("VocabConfig", _plain(dataclasses.asdict(source_vocab)),
-                        _plain(dataclasses.asdict(vocab))))
+      conflicts.append(("VocabConfig", run_dir.plain(dataclasses.asdict(source_vocab)),
+                        run_dir.plain(dataclasses.asdict(vocab))))
   if conflicts:
     listed = "; ".join(f"{name}: {then!r} in INIT_FROM, {now!r} in this run"
                        for name, then, now in conflicts)

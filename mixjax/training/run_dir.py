@@ -87,7 +87,7 @@ def check_fresh_start(model_dir: str, overwrite: bool) -> None:
       os.remove(path)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
   """The JSON form `write_run_configs` stores, so that saved and current values compare."""
   return json.loads(json.dumps(value, default=repr))
 
@@ -103,12 +103,12 @@ def _differences(prefix: str, saved: Any, current: Any) -> list[tuple[str, Any, 
 
 def config_differences(saved: dict, model, data) -> list[tuple[str, Any, Any]]:
   """`(gin field, saved value, current value)` for every field a resume must keep."""
-  model_now = _plain({k: v for k, v in dataclasses.asdict(model).items()
+  model_now = plain({k: v for k, v in dataclasses.asdict(model).items()
                       if k not in RUNTIME_MODEL_FIELDS})
   model_then = {k: v for k, v in saved.get("model", {}).items() if k not in RUNTIME_MODEL_FIELDS}
-  data_now = _plain({k: getattr(data, k) for k in RUN_DATA_FIELDS})
+  data_now = plain({k: getattr(data, k) for k in RUN_DATA_FIELDS})
   if dataclasses.is_dataclass(data.vocab):
-    data_now["vocab"] = _plain(dataclasses.asdict(data.vocab))
+    data_now["vocab"] = plain(dataclasses.asdict(data.vocab))
   data_then = saved.get("data", {})
   diffs = _differences("TransformerConfig", model_then, model_now)
   for key in RUN_DATA_FIELDS:
