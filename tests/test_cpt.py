@@ -90,9 +90,14 @@ def test_continued_pretraining_replays_resumes_and_records_its_source(base_dir, 
     return loop.train(**configs)
 
   # Stopped after its first checkpoint, the continued run resumes as any run does (the adopted
-  # model passes the resume's same-run check).
+  # model passes the resume's same-run check), even with INIT_FROM gone.
   run(tmp_path / "cpt", stop_at_step=2)
-  run(tmp_path / "cpt")
+  moved = base_dir.with_name(base_dir.name + "_moved")
+  base_dir.rename(moved)  # the resume reads only the run's own directory
+  try:
+    run(tmp_path / "cpt")
+  finally:
+    moved.rename(base_dir)
   lines = [m for m in metrics_lib.read_metrics(tmp_path / "cpt") if "loss" in m]
   assert [m["step"] for m in lines] == [1, 2, 3, 4]
   base = _losses(base_dir)

@@ -122,8 +122,13 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
   gin_utils.check_required(run, data)
   source = None
   if init.from_dir is not None:  # the model shape and vocabulary are the source run's
-    source = init_lib.source_configs(init)
-    model, vocab = init_lib.adopt_source(source, model, data.vocab, init.from_dir)
+    # Once the continued run has its own checkpoint it resumes from it, and its own
+    # run_configs.json holds that shape (INIT_FROM may be gone by then).
+    resuming = checkpoint.restore and bool(run_dir.checkpoint_steps(run.model_dir))
+    source = (checkpoints.read_run_configs(run.model_dir) if resuming
+              else init_lib.source_configs(init))
+    model, vocab = init_lib.adopt_source(source, model, data.vocab,
+                                         run.model_dir if resuming else init.from_dir)
     data = dataclasses.replace(data, vocab=vocab)
   config_checks.check_run_values(run, data, checkpoint, eval_config, optimizer)
   objectives.get(data.objective).check(data.feature_converter, model.architecture)
