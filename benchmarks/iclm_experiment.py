@@ -14,7 +14,12 @@ evaluated on:
 - per-domain validation loss (nats per byte) on the frozen corpus's validation JSONL, documents
   packed in their usual order (no ICLM context);
 - the cross-document probes of `mixjax.iclm.probes` (a held-out bio, EOS, a statement about
-  that person, a colleague it names, or an unrelated person) and their closed-book controls.
+  that person, a colleague it names, or an unrelated person) and their closed-book controls;
+- cross-document use, directly (`mixjax.experiments.context_loss`): each held-out document's
+  loss by its position in a context against its loss alone (`ctx/<order>/<pos>/...`, on the
+  validation split ordered once by ICLM and once at random, the same contexts for every arm),
+  and a held-out bio after a colleague's bio against after an unrelated bio
+  (`pair/bios/...`).
 
 Reports mean ± std over seeds per arm and the paired difference `iclm-random`, plus what each
 arm's data looks like (adjacent similarity from the ICLM report; the share of bios with a related
@@ -30,12 +35,14 @@ import json
 import os
 import time
 
+import numpy as np
 import seqio
 
 from mixjax.data import pipeline
 from mixjax.data import tasks
 from mixjax.eval import evaluator as evaluation
 from mixjax.experiments import arms
+from mixjax.experiments import context_loss
 from mixjax.experiments import evaluate
 from mixjax.experiments import summary
 from mixjax.experiments import tables
@@ -130,6 +137,35 @@ def register_validation_mixture(corpus: str) -> str:
   return EVAL_MIXTURE
 
 
+def heldout_contexts(args, corpus: str) -> dict[str, list[list[str]]]:
+  """`{order: contexts}`: the validation split ordered by ICLM and at random (seed 0, the run's
+  context budget), `args.context_eval` contexts of each drawn with seed 0: one fixed set that
+  every arm is scored on."""
+  inputs = tuple(sorted(glob.glob(os.path.join(corpus, "validation", "*.jsonl"))))
+  out = {}
+  for order in ARMS:
+    out_dir = os.path.join(args.workdir, "heldout", order)
+    iclm.run(iclm.IclmConfig(inputs=inputs, output_dir=out_dir, context_tokens=args.context_tokens,
+                             output_shard_docs=args.output_shard_docs, order=order, seed=0,
+                             threads=1, progress=False))
+    contexts = [[r["text"] for r in records] for _, records in _contexts(out_dir)]
+    rng = np.random.default_rng(0)
+    picked = rng.choice(len(contexts), min(args.context_eval, len(contexts)), replace=False)
+    out[order] = [contexts[i] for i in sorted(picked)]
+  return out
+
+
+def context_figures(model_dir: str, contexts: dict[str, list[list[str]]],
+                    pairs: list[context_loss.Pair]) -> dict[str, float]:
+  """Position and related-pair losses of one trained arm (see the module docstring)."""
+  scorer = context_loss.ContextScorer(model_dir)
+  out = {}
+  for order, held_out in contexts.items():
+    out.update(context_loss.position_metrics(scorer, held_out, f"ctx/{order}"))
+  out.update(context_loss.pair_metrics(scorer, pairs, "pair/bios"))
+  return out
+
+
 def data_figures(args, corpus: str, data_dir: str, seed: int, arm: str) -> dict[str, float]:
   """Orders (or reuses) one arm's data and describes it: the ICLM report's figures, related
   bios in context and the domain mix the run reads."""
@@ -150,8 +186,10 @@ def train_bindings(args, data_dir: str, model_dir: str, seed: int) -> list[str]:
           "--gin.RunConfig.progress_bar=False", *[f"--gin.{b}" for b in args.gin]]
 
 
-def run_arm(args, corpus: str, mixture: str, probes, seed: int, arm: str) -> dict[str, float]:
-  """Orders, trains (unless a final checkpoint exists) and evaluates one arm of one seed."""
+def run_arm(args, corpus: str, mixture: str, probes, seed: int, arm: str,
+            heldout: tuple | None = None) -> dict[str, float]:
+  """Orders, trains (unless a final checkpoint exists) and evaluates one arm of one seed;
+  `heldout` (contexts, pairs) adds the context-loss figures."""
   root = os.path.join(args.workdir, f"seed{seed}", arm)
   data_dir, model_dir = os.path.join(root, "data"), os.path.join(root, "model")
   start = time.time()
@@ -164,6 +202,8 @@ def run_arm(args, corpus: str, mixture: str, probes, seed: int, arm: str) -> dic
   eval_config = evaluation.EvalConfig(num_batches=-(-args.eval_rows // args.eval_batch),
                                       batch_size=args.eval_batch, max_probes=args.probes)
   out.update(evaluate.evaluate_checkpoint(model_dir, mixture, eval_config, extra_probes=probes))
+  if heldout is not None:
+    out.update(context_figures(model_dir, *heldout))
   out["train/final_loss"] = arms.last_train_line(model_dir)["loss"]
   out.update({"seconds/order": ordered - start, "seconds/train": trained - ordered,
               "seconds/eval": time.time() - trained})
@@ -183,6 +223,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--probes", type=int, default=100, help="probes per kind")
   parser.add_argument("--eval_rows", type=int, default=48, help="validation rows per domain")
   parser.add_argument("--eval_batch", type=int, default=16, help="rows per eval batch")
+  parser.add_argument("--context_eval", type=int, default=96,
+                      help="held-out contexts per order for the position losses")
+  parser.add_argument("--pairs", type=int, default=200, help="held-out related bio pairs")
   parser.add_argument("--gin_file", action="append", default=[],
                       help="extra gin file after gin/quickstart.gin and gin/iclm.gin")
   parser.add_argument("--gin", action="append", default=[], help="extra binding NAME=VALUE")
@@ -197,8 +240,10 @@ def main(argv=None) -> dict[str, float]:
   corpus = frozen_corpus(args.workdir, args.docs)
   probes = iclm_probes.probes_from_corpus(corpus, args.probes)
   mixture = register_validation_mixture(corpus)
-  per_seed = {seed: {arm: run_arm(args, corpus, mixture, probes, seed, arm) for arm in ARMS}
-              for seed in args.seeds}
+  heldout = (heldout_contexts(args, corpus),
+             context_loss.related_pairs(iclm_probes.load_bios(corpus)[1], max_pairs=args.pairs))
+  per_seed = {seed: {arm: run_arm(args, corpus, mixture, probes, seed, arm, heldout)
+                     for arm in ARMS} for seed in args.seeds}
   flat = summary.summarise(per_seed, BASELINE)
   flat.update({f"probes/{kind}": len(p) for kind, p in probes.items()})
   flat.update({"steps": args.steps, "batch_size": args.batch_size,

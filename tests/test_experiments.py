@@ -10,6 +10,7 @@ import pytest
 from mixjax.eval import context_probes
 from mixjax.eval import evaluator
 from mixjax.experiments import arms
+from mixjax.experiments import context_loss
 from mixjax.experiments import summary
 from mixjax.experiments import tables
 from mixjax.training import metrics as metrics_lib
@@ -96,3 +97,19 @@ def test_extra_probes_keep_their_context_documents():
   ours, theirs = evaluator.probe_batch([probe]), context_probes.probe_batch([probe])
   assert all(np.array_equal(ours[0][k], theirs[0][k]) for k in theirs[0])
   assert np.array_equal(ours[1], theirs[1]) and np.array_equal(ours[2], theirs[2])
+
+
+def test_related_pairs_put_each_record_after_a_related_and_an_unrelated_one():
+  records = [{"person": "a", "related_people": ["b"], "text": "A"},
+             {"person": "b", "related_people": ["a", "c"], "text": "B"},
+             {"person": "c", "related_people": ["b"], "text": "C"},
+             {"person": "d", "related_people": [], "text": "D"},
+             {"person": "e", "related_people": ["f"], "text": "E"}]  # f has no record
+  pairs = context_loss.related_pairs(records, seed=3)
+  assert [p.second for p in pairs] == ["A", "B", "C"]
+  related_of = {"A": {"B"}, "B": {"A", "C"}, "C": {"B"}}
+  unrelated_of = {"A": {"D", "E"}, "B": {"D", "E"}, "C": {"D", "E"}}  # nobody related to either
+  for p in pairs:
+    assert p.related in related_of[p.second] and p.unrelated in unrelated_of[p.second]
+  assert pairs == context_loss.related_pairs(records, seed=3)  # seeded
+  assert len(context_loss.related_pairs(records, max_pairs=2)) == 2

@@ -21,9 +21,9 @@ def _experiment():
 def test_experiment_writes_both_arms_and_their_paired_difference(tmp_path):
   out = tmp_path / "results.json"
   _experiment().main([
-      "--seeds", "0", "--steps", "2", "--batch_size", "8", "--context_tokens", "256",
+      "--seeds", "0", "--steps", "2", "--batch_size", "8", "--context_tokens", "512",
       "--docs", "1000", "--probes", "6", "--eval_rows", "8", "--eval_batch", "8",
-      "--gin_file", "gin/models/tiny.gin", "--workdir", str(tmp_path / "work"),
+      "--context_eval", "6", "--gin_file", "gin/models/tiny.gin", "--workdir", str(tmp_path / "work"),
       "--json", str(out)])
   flat = json.loads(out.read_text())
   domains = ("web", "bios", "math", "code", "prose", "mean")
@@ -41,3 +41,11 @@ def test_experiment_writes_both_arms_and_their_paired_difference(tmp_path):
   assert flat["seed0/iclm/data/adjacent_similarity"] > flat["seed0/random/data/adjacent_similarity"]
   assert all(flat[f"probes/{kind}"] == 6 for kind in ("same_person", "colleague"))
   assert flat["steps"] == 2 and flat["probe_chance"] == 0.25
+  for arm in ("iclm", "random"):
+    for order in ("iclm", "random"):
+      name = f"seed0/{arm}/ctx/{order}"
+      # A context's first document sees nothing before it: in context it costs what it does alone.
+      assert abs(flat[f"{name}/pos1/gain"]) < 1e-4 and flat[f"{name}/pos1/docs"] == 6
+      assert flat[f"{name}/pos2/docs"] > 0 and math.isfinite(flat[f"{name}/pos2/gain"])
+    pair = f"seed0/{arm}/pair/bios"
+    assert flat[f"{pair}/pairs"] > 0 and math.isfinite(flat[f"{pair}/related_gain"])
