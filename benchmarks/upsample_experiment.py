@@ -18,6 +18,7 @@ import time
 
 import mixjax_tasks  # noqa: F401  (registers the synthetic tasks)
 from mixjax.experiments import arms as arms_lib
+from mixjax.experiments import cli
 from mixjax.experiments import summary
 from mixjax.experiments import tables
 from mixjax.mixing import schedules  # noqa: F401  (gin configurables)
@@ -69,22 +70,13 @@ def run_seed(args, seed: int) -> dict[str, dict[str, float]]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+  parser = cli.parser(__doc__.splitlines()[0], "/tmp/mixjax_upsample_experiment")
   parser.add_argument("--steps", type=int, default=600, help="TRAIN_STEPS of every arm")
   parser.add_argument("--fraction", type=float, default=0.2, help="share of steps upsampled")
   parser.add_argument("--domains", nargs="+", default=["math", "bios"],
                       help="one upsampled arm per domain")
   parser.add_argument("--factor", type=float, default=4.0)
-  parser.add_argument("--gin_file", action="append", default=None,
-                      help="run config (default: gin/quickstart.gin)")
-  parser.add_argument("--gin", action="append", default=[], help="extra binding NAME=VALUE")
-  parser.add_argument("--workdir", default="/tmp/mixjax_upsample_experiment")
-  parser.add_argument("--json", default=None, help="write the flat results here")
-  args = parser.parse_args(argv)
-  args.gin_file = args.gin_file or ["gin/quickstart.gin"]
-  return args
-
+  return cli.parse(parser, argv)
 
 def main(argv=None) -> dict[str, float]:
   args = parse_args(argv)

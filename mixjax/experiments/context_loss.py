@@ -16,14 +16,9 @@ earlier ones. Two measurements, both on held-out text and both from per-token lo
 import dataclasses
 from collections.abc import Sequence
 
-import jax
 import numpy as np
 
-from mixjax.data import features
-from mixjax.inference import restore
-from mixjax.models import transformer
-from mixjax.training import partitioning
-from mixjax.training import trainer
+from mixjax.experiments import scoring
 
 POSITIONS = ("pos1", "pos2", "pos3+")
 
@@ -37,18 +32,15 @@ class Pair:
 
 
 class ContextScorer:
-  """Per-document losses of a run's newest checkpoint, on one device."""
+  """Per-document losses of an LM run's newest checkpoint, on one device."""
 
   def __init__(self, model_dir: str, batch_rows: int = 16, pad_to: int = 64):
-    run = restore.restore_run(model_dir)
-    if run.data_config.feature_converter != "lm":
-      raise ValueError(f"{model_dir} trained a {run.data_config.feature_converter!r} layout; "
-                       "context losses read decoder-only causal rows (feature_converter 'lm').")
-    self._run, self._rows, self._pad_to = run, batch_rows, pad_to
-    self.vocabulary = run.data_config.vocabulary
-    self.row_length = run.data_config.row_length
-    model = transformer.build_model(run.model_config)
-    self._losses = jax.jit(lambda params, batch: trainer.token_losses(model, params, batch)[0])
+    self._scorer = scoring.CheckpointScorer(model_dir, batch_rows, pad_to)
+    if self._scorer.layout != "lm":
+      raise ValueError(f"{model_dir} trained a {self._scorer.layout!r} layout; context losses "
+                       "read decoder-only causal rows (feature_converter 'lm').")
+    self.vocabulary = self._scorer.vocabulary
+    self.row_length = self._scorer.row_length
 
   def _encode(self, documents: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
     """Tokens of the documents, each closed by EOS, and each document's token span."""
@@ -58,23 +50,6 @@ class ContextScorer:
       spans.append((len(tokens), len(tokens) + len(ids)))
       tokens += ids
     return tokens, spans
-
-  def _token_losses(self, rows: Sequence[list[int]]) -> list[np.ndarray]:
-    """Per-token loss of each row (its own length), in batches of similar lengths."""
-    order = np.argsort([len(r) for r in rows], kind="stable")
-    out = [None] * len(rows)
-    mesh, rules = self._run.mesh, self._run.rules
-    for start in range(0, len(rows), self._rows):
-      chosen = order[start:start + self._rows]
-      batch = features.rows("lm", None, [rows[i] for i in chosen], self._pad_to)
-      n = len(chosen)
-      batch = {k: np.pad(v, [(0, self._rows - n)] + [(0, 0)] * (v.ndim - 1))
-               for k, v in batch.items()}
-      with partitioning.mesh_context(mesh, rules):
-        loss_BT = np.asarray(self._losses(self._run.params, trainer.global_batch(mesh, batch)))
-      for j, i in enumerate(chosen):
-        out[i] = loss_BT[j, :len(rows[i])]
-    return out
 
   def fits(self, documents: Sequence[str]) -> bool:
     """Whether the documents, each closed by EOS, fit one row of the run."""
@@ -91,7 +66,7 @@ class ContextScorer:
       kept = [s for s in doc_spans if s[1] <= self.row_length] or [(0, self.row_length)]
       rows.append(tokens[:kept[-1][1]])
       spans.append(kept)
-    losses = self._token_losses(rows)
+    losses = self._scorer.target_losses(rows)
     return [[float(loss_T[a:b].mean()) for a, b in doc_spans]
             for loss_T, doc_spans in zip(losses, spans)]
 
