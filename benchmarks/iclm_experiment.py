@@ -43,6 +43,8 @@ from mixjax.data import tasks
 from mixjax.eval import evaluator as evaluation
 from mixjax.experiments import arms
 from mixjax.experiments import context_loss
+from mixjax.experiments import copy_probe
+from mixjax.experiments import linked_docs
 from mixjax.experiments import evaluate
 from mixjax.experiments import summary
 from mixjax.experiments import tables
@@ -58,8 +60,9 @@ TRAIN_TASK = "mixjax_iclm"  # the training task's name (its stream seed derives 
 EVAL_MIXTURE = "iclm_experiment_validation"
 
 
-def frozen_corpus(workdir: str, num_docs: int) -> str:
-  """Writes the corpus once; later runs reuse the files as they are."""
+def frozen_corpus(workdir: str, num_docs: int, linked: int = 0) -> str:
+  """Writes the corpus once (with `linked` pairs of linked documents in train, a tenth as many
+  in validation); later runs reuse the files as they are."""
   corpus = os.path.join(workdir, "corpus")
   manifest = os.path.join(corpus, "manifest.json")
   if os.path.exists(manifest):
@@ -70,6 +73,15 @@ def frozen_corpus(workdir: str, num_docs: int) -> str:
                        f"--docs {written} or another --workdir.")
   else:
     synthetic.write_corpus(corpus, synthetic.CorpusConfig(num_docs=num_docs, seed=0))
+    for split, pairs in (("train", linked), ("validation", linked // 10)):
+      if pairs:
+        with open(os.path.join(corpus, split, f"{linked_docs.DOMAIN}.jsonl"), "w") as f:
+          f.writelines(json.dumps(r) + "\n" for r in linked_docs.linked_records(pairs, 0, split))
+  path = os.path.join(corpus, "train", f"{linked_docs.DOMAIN}.jsonl")
+  written = sum(1 for _ in open(path)) // 2 if os.path.exists(path) else 0
+  if written != linked:
+    raise ValueError(f"{corpus} holds {written} linked pairs, not {linked}; pass --linked "
+                     f"{written} or another --workdir.")
   return corpus
 
 
@@ -100,14 +112,14 @@ def stream_domain_mix(out_dir: str, seed: int, num_contexts: int) -> dict[str, f
   return {f"data/first_docs/{domain}": n / total for domain, n in sorted(counts.items())}
 
 
-def related_in_context(out_dir: str) -> float:
-  """Share of bios documents with an earlier document in their context about the same person
-  or a colleague (ground truth from the corpus's `person` / `related_people` fields)."""
+def related_in_context(out_dir: str, domain: str = "bios") -> float:
+  """Share of `domain`'s documents with an earlier document in their context about the same
+  person or a related one (ground truth from the records' `person` / `related_people` fields)."""
   hits = total = 0
   for _, records in _contexts(out_dir):
     seen = set()
     for r in records:
-      if r["domain"] == "bios":
+      if r["domain"] == domain:
         total += 1
         hits += bool(seen & {r["person"], *r["related_people"]})
         seen.add(r["person"])
@@ -156,13 +168,16 @@ def heldout_contexts(args, corpus: str) -> dict[str, list[list[str]]]:
 
 
 def context_figures(model_dir: str, contexts: dict[str, list[list[str]]],
-                    pairs: list[context_loss.Pair]) -> dict[str, float]:
-  """Position and related-pair losses of one trained arm (see the module docstring)."""
+                    pairs: dict[str, list[context_loss.Pair]]) -> dict[str, float]:
+  """Position, related-pair (`{domain: pairs}`) and copy-probe losses of one trained arm (see
+  the module docstring)."""
   scorer = context_loss.ContextScorer(model_dir)
   out = {}
   for order, held_out in contexts.items():
     out.update(context_loss.position_metrics(scorer, held_out, f"ctx/{order}"))
-  out.update(context_loss.pair_metrics(scorer, pairs, "pair/bios"))
+  for domain, domain_pairs in pairs.items():
+    out.update(context_loss.pair_metrics(scorer, domain_pairs, f"pair/{domain}"))
+  out.update(copy_probe.copy_metrics(scorer.checkpoint, copy_probe.random_strings(64, seed=0)))
   return out
 
 
@@ -174,6 +189,8 @@ def data_figures(args, corpus: str, data_dir: str, seed: int, arm: str) -> dict[
           "data/contexts": report["contexts"],
           "data/mean_context_tokens": report["mean_context_tokens"],
           "data/related_in_context": related_in_context(data_dir),
+          **({"data/linked_partner_earlier": related_in_context(data_dir, linked_docs.DOMAIN)}
+             if args.linked else {}),
           **stream_domain_mix(data_dir, seed, args.steps * args.batch_size)}
 
 
@@ -225,7 +242,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--eval_batch", type=int, default=16, help="rows per eval batch")
   parser.add_argument("--context_eval", type=int, default=96,
                       help="held-out contexts per order for the position losses")
-  parser.add_argument("--pairs", type=int, default=200, help="held-out related bio pairs")
+  parser.add_argument("--pairs", type=int, default=200,
+                      help="held-out related pairs per domain (bios, linked)")
+  parser.add_argument("--linked", type=int, default=0,
+                      help="pairs of linked documents (verbatim shared made-up names) added to "
+                           "the corpus's train split, a tenth as many to validation")
   parser.add_argument("--gin_file", action="append", default=[],
                       help="extra gin file after gin/quickstart.gin and gin/iclm.gin")
   parser.add_argument("--gin", action="append", default=[], help="extra binding NAME=VALUE")
@@ -237,11 +258,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict[str, float]:
   args = parse_args(argv)
   start, load_start = time.time(), os.getloadavg()[0]
-  corpus = frozen_corpus(args.workdir, args.docs)
+  corpus = frozen_corpus(args.workdir, args.docs, args.linked)
   probes = iclm_probes.probes_from_corpus(corpus, args.probes)
   mixture = register_validation_mixture(corpus)
-  heldout = (heldout_contexts(args, corpus),
-             context_loss.related_pairs(iclm_probes.load_bios(corpus)[1], max_pairs=args.pairs))
+  pairs = {"bios": context_loss.related_pairs(iclm_probes.load_bios(corpus)[1],
+                                              max_pairs=args.pairs)}
+  if args.linked:
+    records = iclm_probes.read_jsonl(os.path.join(corpus, "validation",
+                                                  f"{linked_docs.DOMAIN}.jsonl"))
+    pairs[linked_docs.DOMAIN] = context_loss.related_pairs(records, max_pairs=args.pairs)
+  heldout = (heldout_contexts(args, corpus), pairs)
   per_seed = {seed: {arm: run_arm(args, corpus, mixture, probes, seed, arm, heldout)
                      for arm in ARMS} for seed in args.seeds}
   flat = summary.summarise(per_seed, BASELINE)

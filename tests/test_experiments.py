@@ -7,10 +7,13 @@ import os
 import numpy as np
 import pytest
 
+from mixjax import vocab as vocab_lib
 from mixjax.eval import context_probes
 from mixjax.eval import evaluator
 from mixjax.experiments import arms
 from mixjax.experiments import context_loss
+from mixjax.experiments import copy_probe
+from mixjax.experiments import linked_docs
 from mixjax.experiments import summary
 from mixjax.experiments import tables
 from mixjax.training import metrics as metrics_lib
@@ -113,3 +116,46 @@ def test_related_pairs_put_each_record_after_a_related_and_an_unrelated_one():
     assert p.related in related_of[p.second] and p.unrelated in unrelated_of[p.second]
   assert pairs == context_loss.related_pairs(records, seed=3)  # seeded
   assert len(context_loss.related_pairs(records, max_pairs=2)) == 2
+
+
+class _CopyOracle:
+  """A scorer that copies perfectly: a token costs 0 once its 4-gram has occurred earlier in
+  the row, else 1."""
+  layout = "lm"
+
+  def __init__(self, vocabulary):
+    self.vocabulary = vocabulary
+
+  def target_losses(self, rows):
+    out = []
+    for row in rows:
+      seen, loss = set(), []
+      for p in range(len(row)):
+        gram = tuple(row[max(p - 3, 0):p + 1])
+        loss.append(0.0 if gram in seen else 1.0)
+        seen.add(gram)
+      out.append(np.asarray(loss))
+    return out
+
+
+def test_copy_probe_scores_a_perfect_copier_at_zero_on_the_repeat():
+  strings = copy_probe.random_strings(16, seed=5)
+  assert strings == copy_probe.random_strings(16, seed=5) and len(set(strings)) == 16
+  figures = copy_probe.copy_metrics(_CopyOracle(vocab_lib.get_vocabulary()), strings)
+  for name in copy_probe.FORMATS:
+    assert figures[f"copy/{name}/repeat"] == 0.0 and figures[f"copy/{name}/first"] > 0.9
+    assert figures[f"copy/{name}/gain"] == figures[f"copy/{name}/first"]
+
+
+def test_linked_records_share_made_up_names_within_a_pair_only():
+  records = linked_docs.linked_records(30, seed=0)
+  assert records == linked_docs.linked_records(30, seed=0)
+  assert records != linked_docs.linked_records(30, seed=0, split="validation")
+  pairs = context_loss.related_pairs(records, seed=0)
+  assert len(pairs) == 60
+  for pair in pairs:
+    shared = set(pair.related.split()) & set(pair.second.split())
+    strangers = set(pair.unrelated.split()) & set(pair.second.split())
+    # The made-up words (capitalised) a pair shares; a stranger shares only template words.
+    assert sum(w[0].isupper() for w in shared) >= 4
+    assert not any(w[0].isupper() for w in strangers)

@@ -23,7 +23,7 @@ def test_experiment_writes_both_arms_and_their_paired_difference(tmp_path):
   _experiment().main([
       "--seeds", "0", "--steps", "2", "--batch_size", "8", "--context_tokens", "512",
       "--docs", "1000", "--probes", "6", "--eval_rows", "8", "--eval_batch", "8",
-      "--context_eval", "6", "--gin_file", "gin/models/tiny.gin", "--workdir", str(tmp_path / "work"),
+      "--context_eval", "6", "--linked", "20", "--gin_file", "gin/models/tiny.gin", "--workdir", str(tmp_path / "work"),
       "--json", str(out)])
   flat = json.loads(out.read_text())
   domains = ("web", "bios", "math", "code", "prose", "mean")
@@ -37,7 +37,7 @@ def test_experiment_writes_both_arms_and_their_paired_difference(tmp_path):
     assert all(0 <= flat[f"seed0/{arm}/probe/{k}/accuracy"] <= 1 for k in iclm_probes.KINDS)
     assert flat[f"seed0/{arm}/data/contexts"] > 0
     mix = [v for k, v in flat.items() if k.startswith(f"seed0/{arm}/data/first_docs/")]
-    assert len(mix) == 5 and math.isclose(sum(mix), 1.0)
+    assert len(mix) == 6 and math.isclose(sum(mix), 1.0)  # the five domains and linked
   assert flat["seed0/iclm/data/adjacent_similarity"] > flat["seed0/random/data/adjacent_similarity"]
   assert all(flat[f"probes/{kind}"] == 6 for kind in ("same_person", "colleague"))
   assert flat["steps"] == 2 and flat["probe_chance"] == 0.25
@@ -49,3 +49,6 @@ def test_experiment_writes_both_arms_and_their_paired_difference(tmp_path):
       assert flat[f"{name}/pos2/docs"] > 0 and math.isfinite(flat[f"{name}/pos2/gain"])
     pair = f"seed0/{arm}/pair/bios"
     assert flat[f"{pair}/pairs"] > 0 and math.isfinite(flat[f"{pair}/related_gain"])
+    assert flat[f"seed0/{arm}/pair/linked/pairs"] == 4  # 2 validation pairs, each way round
+    assert all(math.isfinite(flat[f"seed0/{arm}/copy/{name}/gain"]) for name in ("within", "across"))
+  assert flat["seed0/iclm/data/linked_partner_earlier"] >= 0

@@ -35,12 +35,12 @@ class ContextScorer:
   """Per-document losses of an LM run's newest checkpoint, on one device."""
 
   def __init__(self, model_dir: str, batch_rows: int = 16, pad_to: int = 64):
-    self._scorer = scoring.CheckpointScorer(model_dir, batch_rows, pad_to)
-    if self._scorer.layout != "lm":
-      raise ValueError(f"{model_dir} trained a {self._scorer.layout!r} layout; context losses "
+    self.checkpoint = scoring.CheckpointScorer(model_dir, batch_rows, pad_to)
+    if self.checkpoint.layout != "lm":
+      raise ValueError(f"{model_dir} trained a {self.checkpoint.layout!r} layout; context losses "
                        "read decoder-only causal rows (feature_converter 'lm').")
-    self.vocabulary = self._scorer.vocabulary
-    self.row_length = self._scorer.row_length
+    self.vocabulary = self.checkpoint.vocabulary
+    self.row_length = self.checkpoint.row_length
 
   def _encode(self, documents: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
     """Tokens of the documents, each closed by EOS, and each document's token span."""
@@ -66,7 +66,7 @@ class ContextScorer:
       kept = [s for s in doc_spans if s[1] <= self.row_length] or [(0, self.row_length)]
       rows.append(tokens[:kept[-1][1]])
       spans.append(kept)
-    losses = self._scorer.target_losses(rows)
+    losses = self.checkpoint.target_losses(rows)
     return [[float(loss_T[a:b].mean()) for a, b in doc_spans]
             for loss_T, doc_spans in zip(losses, spans)]
 
