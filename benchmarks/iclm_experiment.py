@@ -19,7 +19,16 @@ evaluated on:
   loss by its position in a context against its loss alone (`ctx/<order>/<pos>/...`, on the
   validation split ordered once by ICLM and once at random, the same contexts for every arm),
   and a held-out bio after a colleague's bio against after an unrelated bio
-  (`pair/bios/...`).
+  (`pair/bios/...`);
+- the copy probe (`mixjax.experiments.copy_probe`): a made-up string repeated within one
+  document and across an EOS; `copy/<format>/gain` is what the repeat costs less.
+
+`--linked N` adds N pairs of linked documents (`mixjax.experiments.linked_docs`: two short
+documents sharing verbatim made-up names, employer, town and project) to the train split, and
+N/10 to validation: a cross-document signal that only copying can use. Then
+`data/linked_partner_earlier` says how often a linked document's partner came earlier in its
+context, and `pair/linked/...` what a held-out linked document costs after its partner against
+after another pair's document. Use another `--workdir` than runs without it.
 
 Reports mean ± std over seeds per arm and the paired difference `iclm-random`, plus what each
 arm's data looks like (adjacent similarity from the ICLM report; the share of bios with a related
