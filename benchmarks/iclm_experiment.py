@@ -253,6 +253,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="held-out contexts per order for the position losses")
   parser.add_argument("--pairs", type=int, default=200,
                       help="held-out related pairs per domain (bios, linked)")
+  parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
+                      help="orders to train (one alone, e.g. a calibration, has no difference)")
   parser.add_argument("--linked", type=int, default=0,
                       help="pairs of linked documents (verbatim shared made-up names) added to "
                            "the corpus's train split, a tenth as many to validation")
@@ -278,16 +280,18 @@ def main(argv=None) -> dict[str, float]:
     pairs[linked_docs.DOMAIN] = context_loss.related_pairs(records, max_pairs=args.pairs)
   heldout = (heldout_contexts(args, corpus), pairs)
   per_seed = {seed: {arm: run_arm(args, corpus, mixture, probes, seed, arm, heldout)
-                     for arm in ARMS} for seed in args.seeds}
-  flat = summary.summarise(per_seed, BASELINE)
+                     for arm in args.arms} for seed in args.seeds}
+  baseline = BASELINE if BASELINE in args.arms else args.arms[0]
+  flat = summary.summarise(per_seed, baseline)
   flat.update({f"probes/{kind}": len(p) for kind, p in probes.items()})
   flat.update({"steps": args.steps, "batch_size": args.batch_size,
-               "context_tokens": args.context_tokens, "docs": args.docs,
+               "context_tokens": args.context_tokens, "docs": args.docs, "linked": args.linked,
                "probe_chance": 1 / (iclm_probes.NUM_DISTRACTORS + 1),
                "wall_seconds": time.time() - start, "load_average_start": load_start,
                "load_average_end": os.getloadavg()[0]})
-  columns = [*ARMS, *(summary.difference_name(a, BASELINE) for a in ARMS if a != BASELINE)]
-  print(tables.markdown(flat, columns, tables.metric_rows(flat, BASELINE, exclude=("seconds/",)),
+  columns = [*args.arms,
+             *(summary.difference_name(a, baseline) for a in args.arms if a != baseline)]
+  print(tables.markdown(flat, columns, tables.metric_rows(flat, baseline, exclude=("seconds/",)),
                         args.seeds))
   summary.write_json(flat, args.json)
   return flat
