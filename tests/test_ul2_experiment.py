@@ -59,5 +59,7 @@ def test_experiment_scores_both_arms_on_the_same_heldout_tokens(tmp_path):
     for kind, name in (("infill", "span_loss"), ("continuation", "loss")):
       for domain in ("web", "bios", "math", "code", "prose", "mean"):
         assert math.isfinite(flat[f"mean/{arm}/{kind}/{domain}/{name}"])
+  assert math.isnan(flat["mean/lm/infill/mean/span_loss_other_inputs"])  # an LM has no inputs
+  assert math.isfinite(flat["mean/ul2/infill/mean/span_loss_other_inputs"])
   # Two steps from random weights: every loss is near log(vocab), far above a trained model's.
   assert flat["mean/lm/continuation/mean/loss"] > 3 and flat["mean/ul2/infill/mean/span_loss"] > 3

@@ -8,7 +8,8 @@ trained on:
   sentinel-marked spans; the LM run, which has no infilling format, predicts the same span
   tokens reading the original chunk left to right. `span_loss` is the mean loss over the span
   tokens (sentinels and EOS left out) in nats per token: what the UL2 run gains from the right
-  context, against an LM's best.
+  context, against an LM's best. `span_loss_other_inputs` (UL2 only) scores the same targets
+  after another chunk's inputs: what reading the inputs is worth.
 - continuation: each document split in half (by tokens). The LM reads the first half causally;
   the UL2 run reads `[S2S]` + first half + EOS as its inputs (its S denoiser's, and
   `mixjax.infer`'s, format). `loss` is the mean loss of the second half and its EOS.
@@ -123,6 +124,16 @@ def infill_loss(scorer: scoring.CheckpointScorer, examples: Sequence[InfillExamp
   return _mean([loss_T[mask_T] for loss_T, mask_T in zip(losses, span)])
 
 
+def with_other_inputs(examples: Sequence[InfillExample], seed: int = 0,
+                      row_length: int | None = None) -> list[InfillExample]:
+  """The control for what a UL2 run reads from its inputs: each example's targets after
+  another example's inputs (a seeded derangement-like shuffle), keeping the pairs that fit."""
+  perm = np.random.default_rng(seed).permutation(len(examples))
+  out = [dataclasses.replace(e, inputs=examples[j].inputs) for e, j in zip(examples, perm)]
+  return [e for e in out
+          if row_length is None or len(e.inputs) + len(e.targets) + 2 <= row_length]
+
+
 def continuation_loss(scorer: scoring.CheckpointScorer, documents: Sequence[Sequence[int]]
                       ) -> float:
   """Mean loss of each document's second half and EOS after its first half (documents cut to
@@ -149,8 +160,13 @@ def ul2_metrics(model_dir: str, documents: Mapping[str, Sequence[Sequence[int]]]
     chunks = [e for doc in infill_examples(docs, scorer.row_length, scorer.vocabulary, seed)
               for e in doc]
     out[f"infill/{domain}/span_loss"] = infill_loss(scorer, chunks)
+    # What the inputs are worth to a UL2 run (an LM has no inputs: nan).
+    out[f"infill/{domain}/span_loss_other_inputs"] = (
+        infill_loss(scorer, with_other_inputs(chunks, seed, scorer.row_length))
+        if scorer.layout == "prefix_lm" else float("nan"))
     out[f"continuation/{domain}/loss"] = continuation_loss(scorer, docs)
-  for kind, name in (("infill", "span_loss"), ("continuation", "loss")):
+  for kind, name in (("infill", "span_loss"), ("infill", "span_loss_other_inputs"),
+                     ("continuation", "loss")):
     values = [out[f"{kind}/{d}/{name}"] for d in documents]
     out[f"{kind}/mean/{name}"] = float(np.mean(values))
   return out
