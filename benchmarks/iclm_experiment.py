@@ -54,6 +54,7 @@ from mixjax.experiments import arms
 from mixjax.experiments import context_loss
 from mixjax.experiments import copy_probe
 from mixjax.experiments import linked_docs
+from mixjax.experiments import made_up
 from mixjax.experiments import evaluate
 from mixjax.experiments import summary
 from mixjax.experiments import tables
@@ -186,7 +187,7 @@ def context_figures(model_dir: str, contexts: dict[str, list[list[str]]],
     out.update(context_loss.position_metrics(scorer, held_out, f"ctx/{order}"))
   for domain, domain_pairs in pairs.items():
     out.update(context_loss.pair_metrics(scorer, domain_pairs, f"pair/{domain}"))
-  out.update(copy_probe.copy_metrics(scorer.checkpoint, copy_probe.random_strings(64, seed=0)))
+  out.update(copy_probe.copy_metrics(scorer.checkpoint, made_up.random_strings(64, seed=0)))
   return out
 
 

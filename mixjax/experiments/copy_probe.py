@@ -15,19 +15,7 @@ import numpy as np
 
 from mixjax.experiments import scoring
 
-_SYLLABLES = tuple(c + v for c in "bdfgklmnprstvz" for v in "aeiou")
 FORMATS = ("within", "across")
-
-
-def random_strings(count: int, words: int = 6, seed: int = 0) -> list[str]:
-  """`count` seeded strings of `words` made-up capitalised words of 2-3 syllables."""
-  rng = np.random.default_rng(seed)
-  out = []
-  for _ in range(count):
-    out.append(" ".join("".join(_SYLLABLES[i] for i in rng.integers(len(_SYLLABLES),
-                                                                   size=rng.integers(2, 4)))
-                        .capitalize() for _ in range(words)))
-  return out
 
 
 def copy_metrics(scorer: scoring.CheckpointScorer, strings: Sequence[str],

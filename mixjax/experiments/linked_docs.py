@@ -9,13 +9,13 @@ context. Records carry `person` and `related_people` (the partner) like the test
 
 import numpy as np
 
-from mixjax.experiments import copy_probe
+from mixjax.experiments import made_up
 
 DOMAIN = "linked"
 
 
 def _word(rng: np.random.Generator) -> str:
-  return copy_probe.random_strings(1, words=1, seed=int(rng.integers(2**63)))[0]
+  return made_up.random_strings(1, words=1, seed=int(rng.integers(2**63)))[0]
 
 
 def linked_records(pairs: int, seed: int = 0, split: str = "train") -> list[dict]:
