@@ -56,6 +56,7 @@ from mixjax.experiments import copy_probe
 from mixjax.experiments import linked_docs
 from mixjax.experiments import made_up
 from mixjax.experiments import evaluate
+from mixjax.experiments import figures
 from mixjax.experiments import summary
 from mixjax.experiments import tables
 from mixjax.iclm import probes as iclm_probes
@@ -295,6 +296,8 @@ def main(argv=None) -> dict[str, float]:
   print(tables.markdown(flat, columns, tables.metric_rows(flat, baseline, exclude=("seconds/",)),
                         args.seeds))
   summary.write_json(flat, args.json)
+  if args.json:
+    figures.position_gains(flat, args.arms, ARMS, os.path.splitext(args.json)[0] + "_positions.png")
   return flat
 
 

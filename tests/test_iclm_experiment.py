@@ -52,3 +52,4 @@ def test_experiment_writes_both_arms_and_their_paired_difference(tmp_path):
     assert flat[f"seed0/{arm}/pair/linked/pairs"] == 4  # 2 validation pairs, each way round
     assert all(math.isfinite(flat[f"seed0/{arm}/copy/{name}/gain"]) for name in ("within", "across"))
   assert flat["seed0/iclm/data/linked_partner_earlier"] >= 0
+  assert (tmp_path / "results_positions.png").stat().st_size > 0  # the position-gain figure
