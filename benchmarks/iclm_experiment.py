@@ -96,9 +96,9 @@ def frozen_corpus(workdir: str, num_docs: int, linked: int = 0) -> str:
   return corpus
 
 
-def order_arm(corpus: str, out_dir: str, arm: str, seed: int, args) -> dict:
-  """Runs (or resumes) `mixjax.iclm --order ARM` over the train split; returns its report."""
-  inputs = tuple(sorted(glob.glob(os.path.join(corpus, "train", "*.jsonl"))))
+def order_arm(corpus: str, out_dir: str, arm: str, seed: int, args, split: str = "train") -> dict:
+  """Runs (or resumes) `mixjax.iclm --order ARM` over one split; returns its report."""
+  inputs = tuple(sorted(glob.glob(os.path.join(corpus, split, "*.jsonl"))))
   config = iclm.IclmConfig(inputs=inputs, output_dir=out_dir, context_tokens=args.context_tokens,
                            output_shard_docs=args.output_shard_docs, order=arm, seed=seed,
                            threads=1, progress=False)
@@ -164,13 +164,10 @@ def heldout_contexts(args, corpus: str) -> dict[str, list[list[str]]]:
   """`{order: contexts}`: the validation split ordered by ICLM and at random (seed 0, the run's
   context budget), `args.context_eval` contexts of each drawn with seed 0: one fixed set that
   every arm is scored on."""
-  inputs = tuple(sorted(glob.glob(os.path.join(corpus, "validation", "*.jsonl"))))
   out = {}
   for order in ARMS:
     out_dir = os.path.join(args.workdir, "heldout", order)
-    iclm.run(iclm.IclmConfig(inputs=inputs, output_dir=out_dir, context_tokens=args.context_tokens,
-                             output_shard_docs=args.output_shard_docs, order=order, seed=0,
-                             threads=1, progress=False))
+    order_arm(corpus, out_dir, order, 0, args, split="validation")
     contexts = [[r["text"] for r in records] for _, records in _contexts(out_dir)]
     rng = np.random.default_rng(0)
     picked = rng.choice(len(contexts), min(args.context_eval, len(contexts)), replace=False)

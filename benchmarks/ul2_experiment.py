@@ -17,6 +17,7 @@ Reports mean ± std over seeds per arm and the paired difference `ul2-lm` (nats 
 """
 
 import argparse
+import itertools
 import os
 import time
 
@@ -26,26 +27,22 @@ from mixjax.experiments import cli
 from mixjax.experiments import summary
 from mixjax.experiments import tables
 from mixjax.experiments import ul2_loss
-from mixjax.inference import restore
 from mixjax.testbed import corpus
 
 BASELINE = "lm"
 ARMS = {"lm": [], "ul2": ["gin/ul2.gin"]}
 
 
-def heldout_documents(model_dir: str, per_domain: int) -> dict[str, list[list[int]]]:
+def heldout_texts(per_domain: int) -> dict[str, list[str]]:
   """The first `per_domain` validation documents of each domain of the embedded corpus (the
-  quickstart mixture's: 20,000 documents, seed 0), tokenized by the run's vocabulary."""
-  vocabulary = restore.run_data_config(model_dir).vocabulary
+  quickstart mixture's: 20,000 documents, seed 0)."""
   config = corpus.CorpusConfig(num_docs=20_000, seed=0)
-  out = {}
-  for domain in corpus.DOMAINS:
-    docs = [d["text"] for d in corpus.iter_documents(config, "validation", domain)][:per_domain]
-    out[domain] = [list(vocabulary.encode(text)) for text in docs if text]
-  return out
+  return {domain: [d["text"] for d in itertools.islice(
+      corpus.iter_documents(config, "validation", domain), per_domain)]
+          for domain in corpus.DOMAINS}
 
 
-def run_arm(args, seed: int, arm: str) -> dict[str, float]:
+def run_arm(args, seed: int, arm: str, texts: dict[str, list[str]]) -> dict[str, float]:
   """Trains one arm of one seed (unless its final checkpoint exists) and scores it."""
   model_dir = os.path.join(args.workdir, f"seed{seed}", arm)
   start = time.time()
@@ -56,7 +53,7 @@ def run_arm(args, seed: int, arm: str) -> dict[str, float]:
   arms_lib.run_arm(model_dir, args.steps, lambda: arms_lib.train_gin(
       args.gin_file + ARMS[arm], bindings, prog="ul2_experiment"))
   trained = time.time()
-  out = ul2_loss.ul2_metrics(model_dir, heldout_documents(model_dir, args.docs_per_domain))
+  out = ul2_loss.ul2_metrics(model_dir, texts)
   out["train/final_loss"] = arms_lib.last_train_line(model_dir)["loss"]
   out.update({"seconds/train": trained - start, "seconds/eval": time.time() - trained})
   return out
@@ -72,7 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict[str, float]:
   args = parse_args(argv)
   start = time.time()
-  per_seed = {seed: {arm: run_arm(args, seed, arm) for arm in ARMS} for seed in args.seeds}
+  texts = heldout_texts(args.docs_per_domain)
+  per_seed = {seed: {arm: run_arm(args, seed, arm, texts) for arm in ARMS}
+              for seed in args.seeds}
   flat = summary.summarise(per_seed, BASELINE)
   flat.update({"steps": args.steps, "docs_per_domain": args.docs_per_domain,
                "wall_seconds": time.time() - start})

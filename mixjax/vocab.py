@@ -234,6 +234,11 @@ def max_sentinels(vocabulary: seqio.Vocabulary | None = None) -> int:
   return _or_default(vocabulary).extra_ids - len(MODE_TOKENS)
 
 
+def is_sentinel(token: int, vocabulary: seqio.Vocabulary | None = None) -> bool:
+  """Whether `token` is one of the sentinel ids (the top `max_sentinels` of the vocabulary)."""
+  return token > _or_default(vocabulary).vocab_size - 1 - max_sentinels(vocabulary)
+
+
 def sentinel_id(i: int, vocabulary: seqio.Vocabulary | None = None) -> int:
   """Id of the i-th sentinel (0-based), counting down from the top of the vocabulary (T5)."""
   if not 0 <= i < max_sentinels(vocabulary):

@@ -128,6 +128,8 @@ def related_pairs(records: Sequence[dict], seed: int = 0, max_pairs: int = 200) 
     by_person.setdefault(r["person"], []).append(r)
   pairs = []
   for second in records:
+    if len(pairs) == max_pairs:
+      break
     related = [r for p in second["related_people"] for r in by_person.get(p, ())]
     if not related:
       continue
@@ -139,4 +141,4 @@ def related_pairs(records: Sequence[dict], seed: int = 0, max_pairs: int = 200) 
     first = related[rng.integers(len(related))]
     stranger = strangers[rng.integers(len(strangers))]
     pairs.append(Pair(first["text"], stranger["text"], second["text"]))
-  return pairs[:max_pairs]
+  return pairs

@@ -43,17 +43,13 @@ class InfillExample:
   noise_T: tuple[bool, ...]
 
 
-def _is_sentinel(token: int, vocabulary: seqio.Vocabulary) -> bool:
-  return token > vocabulary.vocab_size - 1 - vocab_lib.max_sentinels(vocabulary)
-
-
 def reconstruct(inputs: Sequence[int], targets: Sequence[int], vocabulary: seqio.Vocabulary
                 ) -> tuple[list[int], list[bool]]:
   """The chunk a span-corrupted (inputs, targets) pair came from (inputs without a mode
   token), and which of its tokens were noise."""
   spans, current = {}, None
   for t in targets:
-    if _is_sentinel(t, vocabulary):
+    if vocab_lib.is_sentinel(t, vocabulary):
       current = spans.setdefault(int(t), [])
     elif current is None:
       raise ValueError("Span-corruption targets must start with a sentinel.")
@@ -61,7 +57,7 @@ def reconstruct(inputs: Sequence[int], targets: Sequence[int], vocabulary: seqio
       current.append(int(t))
   tokens, noise = [], []
   for t in inputs:
-    span = spans.get(int(t)) if _is_sentinel(t, vocabulary) else None
+    span = spans.get(int(t)) if vocab_lib.is_sentinel(t, vocabulary) else None
     if span is None:
       tokens.append(int(t))
       noise.append(False)
@@ -116,7 +112,7 @@ def infill_loss(scorer: scoring.CheckpointScorer, examples: Sequence[InfillExamp
   if scorer.layout == "prefix_lm":
     losses = scorer.target_losses([list(e.targets) + [eos] for e in examples],
                                   [list(e.inputs) + [eos] for e in examples])
-    span = [np.asarray([not _is_sentinel(t, scorer.vocabulary) for t in e.targets] + [False])
+    span = [np.asarray([not vocab_lib.is_sentinel(t, scorer.vocabulary) for t in e.targets] + [False])
             for e in examples]
   else:
     losses = scorer.target_losses([list(e.tokens) for e in examples])
@@ -124,14 +120,13 @@ def infill_loss(scorer: scoring.CheckpointScorer, examples: Sequence[InfillExamp
   return _mean([loss_T[mask_T] for loss_T, mask_T in zip(losses, span)])
 
 
-def with_other_inputs(examples: Sequence[InfillExample], seed: int = 0,
-                      row_length: int | None = None) -> list[InfillExample]:
+def with_other_inputs(examples: Sequence[InfillExample], row_length: int,
+                      seed: int = 0) -> list[InfillExample]:
   """The control for what a UL2 run reads from its inputs: each example's targets after
   another example's inputs (a seeded derangement-like shuffle), keeping the pairs that fit."""
   perm = np.random.default_rng(seed).permutation(len(examples))
   out = [dataclasses.replace(e, inputs=examples[j].inputs) for e, j in zip(examples, perm)]
-  return [e for e in out
-          if row_length is None or len(e.inputs) + len(e.targets) + 2 <= row_length]
+  return [e for e in out if len(e.inputs) + len(e.targets) + 2 <= row_length]
 
 
 def continuation_loss(scorer: scoring.CheckpointScorer, documents: Sequence[Sequence[int]]
@@ -150,23 +145,25 @@ def continuation_loss(scorer: scoring.CheckpointScorer, documents: Sequence[Sequ
   return _mean(losses)
 
 
-def ul2_metrics(model_dir: str, documents: Mapping[str, Sequence[Sequence[int]]],
+def ul2_metrics(model_dir: str, texts: Mapping[str, Sequence[str]],
                 seed: int = 0) -> dict[str, float]:
   """`infill/<domain>/span_loss` and `continuation/<domain>/loss` of one run, per domain of
-  `documents` (`{domain: token lists}`) and their `mean` over domains."""
+  `texts` (`{domain: documents}`, tokenized by the run's vocabulary; empty ones dropped) and
+  their `mean` over domains."""
   scorer = scoring.CheckpointScorer(model_dir)
   out = {}
-  for domain, docs in documents.items():
+  for domain, domain_texts in texts.items():
+    docs = [list(scorer.vocabulary.encode(t)) for t in domain_texts if t]
     chunks = [e for doc in infill_examples(docs, scorer.row_length, scorer.vocabulary, seed)
               for e in doc]
     out[f"infill/{domain}/span_loss"] = infill_loss(scorer, chunks)
     # What the inputs are worth to a UL2 run (an LM has no inputs: nan).
     out[f"infill/{domain}/span_loss_other_inputs"] = (
-        infill_loss(scorer, with_other_inputs(chunks, seed, scorer.row_length))
+        infill_loss(scorer, with_other_inputs(chunks, scorer.row_length, seed))
         if scorer.layout == "prefix_lm" else float("nan"))
     out[f"continuation/{domain}/loss"] = continuation_loss(scorer, docs)
   for kind, name in (("infill", "span_loss"), ("infill", "span_loss_other_inputs"),
                      ("continuation", "loss")):
-    values = [out[f"{kind}/{d}/{name}"] for d in documents]
+    values = [out[f"{kind}/{d}/{name}"] for d in texts]
     out[f"{kind}/mean/{name}"] = float(np.mean(values))
   return out
