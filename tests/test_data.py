@@ -77,10 +77,10 @@ def test_iterator_is_deterministic_and_resumes_exactly():
 
 
 def test_host_shards_are_disjoint_halves():
-  config = pipeline.DataConfig(f"{mixture_tasks.PREFIX}_math", {"targets": 64}, batch_size=4)
+  config = pipeline.DataConfig(f"{mixture_tasks.PREFIX}_math", {"targets": 64}, batch_size=8)
   host0, _ = _first_batches(config, 2, seed=0, shard_info=seqio.ShardInfo(0, 2))
   host1, _ = _first_batches(config, 2, seed=0, shard_info=seqio.ShardInfo(1, 2))
-  assert host0[0]["decoder_target_tokens"].shape == (2, 64)
+  assert host0[0]["decoder_target_tokens"].shape == (4, 64)
   rows0 = {r.tobytes() for b in host0 for r in b["decoder_target_tokens"]}
   rows1 = {r.tobytes() for b in host1 for r in b["decoder_target_tokens"]}
   assert not rows0 & rows1
@@ -117,3 +117,12 @@ def test_tfds_corpora_load_offline_with_mock_data(task_name):
     batch = next(ds.batch(2).as_numpy_iterator())
   assert batch["decoder_target_tokens"].shape == (2, 64)
   assert (batch["decoder_target_tokens"] > 0).any()
+
+
+def test_an_empty_virtual_shard_is_a_clear_error_not_a_hang(tmp_path):
+  name = helpers.register_word_task(tmp_path, name="test_one_document")
+  (tmp_path / "train.jsonl").write_text(json.dumps({"text": "one lonely document"}) + "\n")
+  config = pipeline.DataConfig(name, {"targets": 32}, batch_size=8)  # 2 shards: one is empty
+  it = stream.make_batch_iterator(config, 0, None, 4)
+  with pytest.raises(ValueError, match=r"virtual data shard 1: .*num_shards"):
+    next(it)

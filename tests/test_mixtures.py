@@ -176,26 +176,26 @@ def test_batches_take_the_scheduled_rows_from_each_domain_stream_in_order():
   batches = _take(it, 6)
   assert sorted(batches[0]) == sorted(pipeline.get_dataset(
       config, it.tasks['math'], 'train', shuffle=False, num_epochs=1).element_spec)
-  streams = {}  # each domain's own packed stream, read independently
+  assert it.num_shards == 2 == pipeline.default_num_shards(8)
+  streams = {}  # each (domain, shard)'s own packed stream, built alone
   for domain in ("math", "web"):
-    task = it.tasks[domain]
-    ds = pipeline.get_dataset(config, task, "train", shuffle=True, num_epochs=None,
-                              seed=pipeline.domain_seed(5, task),
-                              shard_info=seqio.ShardInfo(0, 1))
-    streams[domain] = [r.tobytes() for r in next(ds.batch(48).as_numpy_iterator())[
-        "decoder_target_tokens"]]
-  read = {"math": 0, "web": 0}
+    for v in range(2):
+      ds = pipeline.shard_rows(config, it.tasks[domain], "train", [v], 2, shuffle=True, seed=5)
+      streams[domain, v] = [r.tobytes() for r in next(ds.as_numpy_iterator())[
+          "decoder_target_tokens"]]
+  read = {key: 0 for key in streams}
   for step, batch in enumerate(batches):
     taken = {"math": 0, "web": 0}
-    for row in batch["decoder_target_tokens"]:
-      domain = next(d for d in read if streams[d][read[d]] == row.tobytes())
-      read[domain] += 1
+    for slot, row in enumerate(batch["decoder_target_tokens"]):
+      v = slot // it.rows_per_shard  # shard v fills its own part of the batch
+      domain = next(d for d in taken if streams[d, v][read[d, v]] == row.tobytes())
+      read[domain, v] += 1
       taken[domain] += 1
     assert taken == ({"math": 0, "web": 8} if step < 3 else {"math": 6, "web": 2})
     metrics = it.step_metrics(step + 1)
     assert metrics["mixture/math/weight_realised"] == taken["math"] / 8
-    assert metrics["mixture/math/rows"] == read["math"]
-  assert it.state()["rows"] == read
+    assert metrics["mixture/math/rows"] == read["math", 0] + read["math", 1]
+  assert it.state()["shards"]["rows"] == [[read[d, v] for d in it.domains] for v in range(2)]
 
 
 def test_resume_at_every_step_gives_the_uninterrupted_batches():
@@ -210,24 +210,42 @@ def test_resume_at_every_step_gives_the_uninterrupted_batches():
                                                      total_steps=6, state=states[k])
     _assert_same_batches(_take(resumed, 6 - k), straight[k:])
     assert resumed.state() == states[6]
-  pure = allocation.state_at(it.allocator.source, it.rows_per_shard, 4)
+  pure = allocation.state_at(it.allocator.source, config.batch_size, 4)
   assert tuple(states[4]["rows"].values()) == pure.rows_D  # a pure function of the step
   with pytest.raises(StopIteration):
     next(it)  # the stream holds the run's steps, no more
 
 
-def test_hosts_read_disjoint_shares_whose_union_is_the_single_host_batch():
-  config = _config(TWO_STAGES)
-  mixing = scheduled_pipeline.MixingConfig(num_shards=2)
-  single = _take(scheduled_pipeline.make_batch_iterator(config, 0, None, 6, mixing=mixing), 6)
-  hosts = [_take(scheduled_pipeline.make_batch_iterator(
-      config, 0, seqio.ShardInfo(h, 2), 6, mixing=mixing), 6) for h in range(2)]
-  union = [{k: np.concatenate([h0[k], h1[k]]) for k in h0} for h0, h1 in zip(*hosts)]
-  _assert_same_batches(union, single)
-  rows = [{r.tobytes() for b in host for r in b["decoder_target_tokens"]} for host in hosts]
-  assert not rows[0] & rows[1]  # shard v reads only documents v mod 2
-  with pytest.raises(ValueError, match="num_shards=2 must be a multiple of the host count"):
-    scheduled_pipeline.make_batch_iterator(config, 0, seqio.ShardInfo(0, 4), 6, mixing=mixing)
+def test_every_host_count_reads_the_same_batches_by_default_each_host_a_disjoint_share():
+  config = _config(TWO_STAGES, batch_size=16)  # 4 virtual shards by default
+  single = _take(scheduled_pipeline.make_batch_iterator(config, 0, None, 6), 6)
+  for hosts in (2, 4):
+    per_host = [_take(scheduled_pipeline.make_batch_iterator(
+        config, 0, seqio.ShardInfo(h, hosts), 6), 6) for h in range(hosts)]
+    union = [{k: np.concatenate([b[k] for b in step]) for k in step[0]}
+             for step in zip(*per_host)]
+    _assert_same_batches(union, single)
+    rows = [{r.tobytes() for b in host for r in b["decoder_target_tokens"]} for host in per_host]
+    assert not set.intersection(*rows)  # shard v reads only documents v mod 4
+  with pytest.raises(ValueError, match=r"multiple of the host count \(8\).*one of \[8, 16\]"):
+    scheduled_pipeline.make_batch_iterator(config, 0, seqio.ShardInfo(0, 8), 6)
+
+
+def test_default_shards_follow_the_batch_size_only():
+  assert [pipeline.default_num_shards(b) for b in (1, 4, 6, 8, 16, 24, 256, 4096)] == [
+      1, 1, 1, 2, 4, 4, 64, 64]
+
+
+def test_shards_get_their_share_of_every_domain_within_three_rows():
+  rng = np.random.default_rng(0)
+  owed_VD, given_VD, total_D = np.zeros((8, 5)), np.zeros((8, 5), np.int64), np.zeros(5)
+  for step in range(500):
+    counts_D = rng.multinomial(32, [0.5, 0.3, 0.12, 0.05, 0.03])
+    counts_VD, owed_VD = allocation.split_over_shards(counts_D, owed_VD, first=step % 8)
+    assert (counts_VD.sum(axis=1) == 4).all() and (counts_VD.sum(axis=0) == counts_D).all()
+    given_VD += counts_VD
+    total_D += counts_D
+    assert np.abs(given_VD - total_D / 8).max() <= 3  # measured: 2.625 over 3,000 steps
 
 
 def test_repeat_cap_names_the_domain_and_the_fix(caplog):

@@ -21,7 +21,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEVICES = 4
 BASE_ARGS = ["--gin_file=gin/runs/tiny.gin", "--gin.TRAIN_STEPS=4", "--gin.CHECKPOINT_PERIOD=2",
-             "--gin.EVAL_PERIOD=2", "--gin.MESH_SHAPE=(2, 2, 1)", "--gin.MixingConfig.num_shards=2",
+             "--gin.EVAL_PERIOD=2", "--gin.MESH_SHAPE=(2, 2, 1)",
              "--gin.RunConfig.progress_bar=False"]
 
 

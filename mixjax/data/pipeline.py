@@ -3,18 +3,23 @@
 Every run reads its data through `BatchIterator`. Each domain's task is packed on its own into
 rows of the run's length (seeded shuffle, repeated forever). At each step an allocator (see
 `mixjax.mixing`: a weight source times an exact per-step apportionment) says how many rows each
-domain gives; a seeded permutation (a pure function of seed, shard and step) places them in the
-batch. Static rates are a constant schedule through the same allocator, so there is one code path.
+domain gives to the global batch; a seeded permutation (a pure function of seed, shard and step)
+places them. Static rates are a constant schedule through the same allocator, so there is one
+code path.
 
-Data shards: the global batch is `num_shards` equal shard batches, shard v reading only documents
-`v mod num_shards` of every domain; host h of H reads shards [h V/H, (h+1) V/H) and nothing else.
-So the concatenation of all hosts' batches is the batch one host reads with the same
-`num_shards`, and each host reads a disjoint share. Every shard gets the same counts.
+Virtual data shards: the global batch is `num_shards` equal shard batches, and shard v reads only
+records `v mod num_shards` of every domain, shuffled, preprocessed and packed on its own
+(`shard_rows`). Each step's counts are dealt to the shards (`allocation.split_over_shards`);
+host h of H builds shards [h V/H, (h+1) V/H) and nothing else. The number of shards follows from
+the batch size (`default_num_shards`), not from the host count, so every host count that divides
+it reads the same global batches, each host a disjoint share of them.
 
-State: the step, each domain's position (rows given), the allocator's carry and its weight
-source's state, and tokens read: resuming continues the stream exactly, on any number of hosts.
+State: the step, each domain's position (rows given) and each shard's, the allocators' carries and
+the weight source's state, and tokens read: resuming continues the stream exactly, on any number
+of hosts.
 """
 
+import collections
 import dataclasses
 import zlib
 from typing import Any, Iterator, Mapping, Protocol, Sequence
@@ -29,10 +34,15 @@ import tensorflow as tf
 from mixjax import vocab as vocab_lib
 from mixjax.data import features
 from mixjax.data import objectives
+from mixjax.data import shard_scope
 from mixjax.data import tasks
 
-STATE_KIND = "scheduled_mixture"  # the state layout's name (kept: older checkpoints resume)
-_CHUNK_ROWS = 64  # rows a domain stream hands over at a time
+STATE_KIND = "virtual_shards"  # the state layout's name
+OLD_STATE_KINDS = ("scheduled_mixture",)  # layouts of earlier versions, whose streams differ
+_CHUNK_ROWS = 64  # rows a shard's stream hands over at a time
+_MAX_DEFAULT_SHARDS = 64
+_MIN_ROWS_PER_SHARD = 4
+_EXAMPLE_BUFFER = 1024  # examples shuffled after preprocessing, over all of a domain's shards
 
 
 @gin.configurable
@@ -100,6 +110,7 @@ def domain_seed(seed: int, task_name: str) -> int:
 
 
 _SLOT_STREAM = zlib.crc32(b"mixjax.allocation.slots")
+_SHARD_SHUFFLE_STREAM = zlib.crc32(b"mixjax.pipeline.shard_shuffle")
 
 
 def slot_key(seed: int, shard: int) -> int:
@@ -114,12 +125,75 @@ def place_rows(counts_D: np.ndarray, key: int, step: int) -> np.ndarray:
   return tf.random.experimental.stateless_shuffle(ids_R, seed=seed).numpy()
 
 
+def default_num_shards(batch_size: int) -> int:
+  """Virtual data shards when `MixingConfig.num_shards` is None: the largest power of two that
+  divides the batch, leaves each shard at least 4 rows and is at most 64. It depends on the batch
+  size only, so the stream is the same on every host count that divides it."""
+  shards = 1
+  while (shards * 2 <= _MAX_DEFAULT_SHARDS and batch_size % (shards * 2) == 0
+         and batch_size // (shards * 2) >= _MIN_ROWS_PER_SHARD):
+    shards *= 2
+  return shards
+
+
 def rows_per_shard(num_shards: int, hosts: int, batch_size: int) -> int:
   """Rows of each shard batch; raises unless shards split evenly over hosts and the batch."""
-  if num_shards % hosts or batch_size % num_shards:
-    raise ValueError(f"MixingConfig.num_shards={num_shards} must be a multiple of the host "
-                     f"count ({hosts}) and divide batch_size={batch_size}.")
+  if num_shards < 1 or num_shards % hosts or batch_size % num_shards:
+    fits = [v for v in range(hosts, batch_size + 1, hosts) if batch_size % v == 0]
+    fix = (f"set --gin.MixingConfig.num_shards to one of {fits[:6]}" if fits else
+           f"use a batch size that {hosts} hosts can split")
+    raise ValueError(f"{num_shards} virtual data shards (MixingConfig.num_shards; by default set "
+                     f"from the batch size) must be a multiple of the host count ({hosts}) and "
+                     f"divide batch_size={batch_size}: {fix} (every run sharing that value reads "
+                     "the same batches).")
   return batch_size // num_shards
+
+
+def shard_rows(config: DataConfig, task_name: str, split: str, shards: Sequence[int],
+               num_shards: int, *, shuffle: bool, seed: int, skip_rows: Sequence[int] = (),
+               num_epochs: int | None = None) -> tf.data.Dataset:
+  """Packed rows of virtual shards `shards` (of `num_shards`) of one task: chunks of up to 64 rows
+  of one shard each (`"shard"` names it), the shards' chunks in turn.
+
+  Shard v holds records v, v + V, ... of the split in the source's own order; shuffled, it comes
+  in a seeded order of its own (a buffer of the task's `shuffle_buffer_size` / V records,
+  reshuffled each epoch, then one of 1024 / V examples after preprocessing), and it is preprocessed (SeqIO's task preprocessors, UL2's noise folded
+  with v) and packed by itself, so its rows never depend on which other shards a host builds.
+  One function is traced for all of them: the cost of building does not grow with the shards.
+  `skip_rows[i]`: rows of `shards[i]` already read (a resume).
+  """
+  task = seqio.get_mixture_or_task(
+      tasks.seqio_task(task_name, config.objective, config.feature_converter, config.vocab))
+  lengths = dict(config.task_feature_lengths)
+  converter = features.feature_converter(config.feature_converter, config.pack)
+  preprocess_seed = domain_seed(seed, task_name)
+  shuffle_seeds_V = tf.constant([int(np.random.SeedSequence(
+      [preprocess_seed, v, _SHARD_SHUFFLE_STREAM]).generate_state(1)[0] % (2**31 - 1))
+                                 for v in range(num_shards)], tf.int64)
+  records = max(1, -(-tasks.get(task_name).shuffle_buffer_size // num_shards))
+  examples = max(1, -(-min(tasks.get(task_name).shuffle_buffer_size, _EXAMPLE_BUFFER) //
+                      num_shards))
+
+  def one_shard(shard, skip):
+    ds = task.source.get_dataset(split=split, shuffle=False, seed=preprocess_seed)
+    ds = ds.shard(num_shards, shard)
+    if shuffle:
+      ds = ds.shuffle(records, seed=tf.gather(shuffle_seeds_V, shard),
+                      reshuffle_each_iteration=True)
+    with shard_scope.building(shard):
+      ds = task.preprocess_precache(ds, seed=preprocess_seed).repeat(num_epochs)
+      ds = task.preprocess_postcache(ds, sequence_length=lengths, seed=preprocess_seed)
+    if shuffle:  # spreads the pieces of a long document (split or denoised) over many rows
+      ds = ds.shuffle(examples, seed=tf.gather(shuffle_seeds_V, shard) + 1)
+    if config.feature_converter != "prefix_lm":
+      ds = seqio.utils.trim_dataset(ds, lengths, task.output_features)
+    ds = converter(ds, lengths).skip(skip).batch(_CHUNK_ROWS)
+    return ds.map(lambda chunk: {**chunk, "shard": shard})
+
+  skips = list(skip_rows) or [0] * len(shards)
+  starts = tf.data.Dataset.from_tensor_slices(
+      (tf.constant(list(shards), tf.int64), tf.constant(skips, tf.int64)))
+  return tf_options(starts.interleave(one_shard, cycle_length=len(shards), block_length=1))
 
 
 class Allocator(Protocol):
@@ -129,29 +203,53 @@ class Allocator(Protocol):
 
   @property
   def step(self) -> int: ...
+  shard_rows_VD: np.ndarray  # rows each virtual shard has given of each domain
+
   @property
   def rows_D(self) -> tuple[int, ...]: ...
-  def next(self) -> np.ndarray: ...
+  def next(self) -> np.ndarray: ...  # counts [V, D] of each shard's part of the next batch
   def update(self, step: int, stats: Mapping[str, Any]) -> None: ...
   def state(self) -> dict: ...
 
 
-class _Rows:
-  """One domain's row stream for one shard, handed over `n` rows at a time."""
+class _ShardedRows:
+  """One domain's rows for this host's shards (`shard_rows`), kept per shard until taken."""
 
-  def __init__(self, dataset: tf.data.Dataset):
-    self._iterator = tf_options(dataset.batch(_CHUNK_ROWS)).prefetch(2).as_numpy_iterator()
-    self._chunk, self._at = None, 0
+  def __init__(self, dataset: tf.data.Dataset, shards: Sequence[int], task_name: str):
+    self._iterator = dataset.prefetch(2).as_numpy_iterator()
+    self._chunks = {v: collections.deque() for v in shards}  # [chunk, rows taken] per shard
+    self._task = task_name
 
-  def take(self, n: int) -> list[dict[str, np.ndarray]]:
-    pieces = []
+  def _pull(self, wanted: int):
+    """Reads chunks until one of shard `wanted` arrives: within one round of the shards' turns
+    (the interleave is round-robin), unless that shard's stream has ended."""
+    for _ in range(len(self._chunks)):
+      chunk = next(self._iterator, None)
+      if chunk is None:
+        break
+      shard = int(chunk.pop("shard"))
+      self._chunks[shard].append([chunk, 0])
+      if shard == wanted:
+        return
+    raise ValueError(
+        f"Task {self._task!r} ran out of rows in virtual data shard {wanted}: that shard of its "
+        "split holds no documents (shard v reads documents v, v + V, ...). Give it more "
+        "documents or use fewer shards (--gin.MixingConfig.num_shards).")
+
+  def take(self, shard: int, n: int) -> list[dict[str, np.ndarray]]:
+    pieces, queue = [], self._chunks[shard]
     while n > 0:
-      if self._chunk is None or self._at == len(next(iter(self._chunk.values()))):
-        self._chunk, self._at = next(self._iterator), 0
-      size = len(next(iter(self._chunk.values())))
-      k = min(n, size - self._at)
-      pieces.append({f: v[self._at:self._at + k] for f, v in self._chunk.items()})
-      self._at, n = self._at + k, n - k
+      if not queue:
+        self._pull(shard)
+        continue
+      chunk, at = queue[0]
+      size = len(next(iter(chunk.values())))
+      k = min(n, size - at)
+      pieces.append({f: v[at:at + k] for f, v in chunk.items()})
+      n -= k
+      queue[0][1] = at + k
+      if at + k == size:
+        queue.popleft()
     return pieces
 
 
@@ -165,7 +263,7 @@ def _sum_over_processes(x_D: np.ndarray) -> np.ndarray:
 class _StepRecord:
   weights_D: np.ndarray       # the allocator's weights for this step
   realised_D: np.ndarray      # share of this host's rows
-  rows_D: np.ndarray          # cumulative rows per shard
+  rows_D: np.ndarray          # cumulative rows of the global batches
   local_tokens_D: np.ndarray  # cumulative target tokens this host read since (re)start
   fingerprint: int            # crc32 of this host's target tokens
 
@@ -180,11 +278,15 @@ class BatchIterator(Iterator[dict]):
                shard_info: seqio.ShardInfo | None = None,
                epoch_tokens: Mapping[str, int] | None = None,
                tokens: Mapping[str, int] | None = None, extra_state: Mapping | None = None):
-    """`domain_tasks` maps each of the allocator's domains to its task; `tokens` are the target
-    tokens read before a resume; `extra_state` is saved with the iterator's own state."""
+    """`allocator` deals the global batch to `num_shards` virtual shards; `domain_tasks` maps
+    each of its domains to its task; `tokens` are the target tokens read before a resume;
+    `extra_state` is saved with the iterator's own state."""
     shard_info = shard_info or seqio.ShardInfo(0, 1)
     hosts = shard_info.num_shards
     self.rows_per_shard = rows_per_shard(num_shards, hosts, config.batch_size)
+    if allocator.shard_rows_VD.shape[0] != num_shards:
+      raise ValueError(f"The allocator deals to {allocator.shard_rows_VD.shape[0]} shards, "
+                       f"the iterator has {num_shards}.")
     self._config, self._seed, self.allocator = config, seed, allocator
     self.domains = tuple(allocator.domains)
     self.tasks = dict(domain_tasks)
@@ -196,21 +298,21 @@ class BatchIterator(Iterator[dict]):
     self._token_base_D = np.asarray([(tokens or {}).get(d, 0) for d in self.domains], np.int64)
     self._local_tokens_D = np.zeros(len(self.domains), np.int64)
     self._history: dict[int, _StepRecord] = {}
-    self._start_rows_D = tuple(allocator.rows_D)
-    self._streams: dict[tuple[int, int], _Rows] = {}  # (shard, domain) -> rows, built on use
+    self._start_rows_VD = np.array(allocator.shard_rows_VD)
+    self._streams: dict[int, _ShardedRows] = {}  # domain -> this host's shards' rows, on use
 
-  def _stream(self, shard: int, d: int) -> _Rows:
-    if (shard, d) not in self._streams:
+  def _stream(self, d: int) -> _ShardedRows:
+    if d not in self._streams:
       task = self.tasks[self.domains[d]]
-      ds = get_dataset(self._config, task, "train", shuffle=True, num_epochs=None,
-                       seed=domain_seed(self._seed, task),
-                       shard_info=seqio.ShardInfo(shard, self.num_shards))
-      self._streams[shard, d] = _Rows(ds.skip(self._start_rows_D[d]))
-    return self._streams[shard, d]
+      ds = shard_rows(self._config, task, "train", self._shards, self.num_shards, shuffle=True,
+                      seed=self._seed, skip_rows=[int(self._start_rows_VD[v, d])
+                                                  for v in self._shards])
+      self._streams[d] = _ShardedRows(ds, self._shards, task)
+    return self._streams[d]
 
   def _shard_batch(self, shard: int, counts_D: np.ndarray, step: int):
     ids_R = place_rows(counts_D, slot_key(self._seed, shard), step)
-    pieces = {d: self._stream(shard, d).take(int(n)) for d, n in enumerate(counts_D) if n}
+    pieces = {d: self._stream(d).take(shard, int(n)) for d, n in enumerate(counts_D) if n}
     batch = {}
     for d, parts in pieces.items():
       for name in parts[0]:
@@ -225,14 +327,15 @@ class BatchIterator(Iterator[dict]):
     step = self.allocator.step
     if step >= self.total_steps:
       raise StopIteration
-    counts_D = self.allocator.next()
-    shards = [self._shard_batch(v, counts_D, step) for v in self._shards]
+    counts_VD = self.allocator.next()
+    shards = [self._shard_batch(v, counts_VD[v], step) for v in self._shards]
     batch = {k: np.concatenate([b[k] for b, _ in shards]) for k in shards[0][0]}
     ids_R = np.concatenate([ids for _, ids in shards])
     targets = batch["decoder_target_tokens"]
     np.add.at(self._local_tokens_D, ids_R, np.count_nonzero(targets, axis=1))
     self._history[step + 1] = _StepRecord(
-        self.allocator.last_weights_D, np.bincount(ids_R, minlength=len(counts_D)) / len(ids_R),
+        self.allocator.last_weights_D,
+        np.bincount(ids_R, minlength=len(self.domains)) / len(ids_R),
         np.asarray(self.allocator.rows_D), self._local_tokens_D.copy(),
         zlib.crc32(np.ascontiguousarray(targets).tobytes()))
     self._history.pop(step + 1 - self._HISTORY, None)
@@ -261,15 +364,15 @@ class BatchIterator(Iterator[dict]):
     for d, domain in enumerate(self.domains):
       metrics[f"mixture/{domain}/weight_scheduled"] = float(record.weights_D[d])
       metrics[f"mixture/{domain}/weight_realised"] = float(record.realised_D[d])
-      metrics[f"mixture/{domain}/rows"] = float(record.rows_D[d] * self.num_shards)
+      metrics[f"mixture/{domain}/rows"] = float(record.rows_D[d])
       metrics[f"mixture/{domain}/tokens"] = float(tokens_D[d])
       if domain in self._epoch_tokens:
         metrics[f"mixture/{domain}/epochs"] = tokens_D[d] / self._epoch_tokens[domain]
     return metrics
 
   def state(self) -> dict:
-    """JSON-able state: the allocator's (step, rows given and owed per domain by each shard,
-    weight source), global tokens (summed over processes: call on every host), and extras."""
+    """JSON-able state: the allocator's (step, rows given and owed per domain in all and by each
+    shard, weight source), global tokens (summed over processes: call on every host), and extras."""
     tokens_D = self._tokens_D(self._local_tokens_D)
     return {"kind": STATE_KIND, "seed": self._seed, "num_shards": self.num_shards,
             **self.allocator.state(), "tokens": {d: int(t) for d, t in zip(self.domains, tokens_D)},

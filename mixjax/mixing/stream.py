@@ -30,8 +30,9 @@ from mixjax.mixing import sources
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class MixingConfig:
-  # Data shards; each host reads whole shards. None: one per host. Fix it (e.g. to the largest
-  # host count you will use) to make the stream independent of the number of hosts.
+  # Virtual data shards (see mixjax.data.pipeline); each host builds whole shards, and every host
+  # count dividing it reads the same batches. None: set from the batch size
+  # (`pipeline.default_num_shards`: up to 64, each shard at least 4 rows).
   num_shards: int | None = None
   # Cap on how many epochs of any domain (or {domain: cap}) a schedule may read; None: no cap.
   max_epochs: float | Mapping[str, float] | None = None
@@ -63,14 +64,20 @@ def _check_resumable(state: Mapping):
         "sampling, resumed by skipping batches); static rates now go through the exact per-step "
         "allocator, which cannot continue that stream. Train this run to its end with the mixjax "
         "version that started it, or start a new MODEL_DIR.")
+  if state.get("kind") in pipeline.OLD_STATE_KINDS:
+    raise ValueError(
+        "The checkpoint's data state comes from an earlier mixjax batch iterator (one data shard "
+        "per host, SeqIO's shuffle buffer), whose stream the virtual-shard iterator cannot "
+        "continue exactly. Train this run to its end with the mixjax version that started it, or "
+        "start a new MODEL_DIR (or branch from it: gin/cpt.gin with INIT_FROM).")
   if state.get("kind") != pipeline.STATE_KIND:
     raise ValueError(f"The checkpoint's data state is of kind {state.get('kind')!r}, not "
                      f"{pipeline.STATE_KIND!r}; it was not written by mixjax's batch iterator.")
 
 
-def _warn_if_schedule_changed(schedule: mixtures.ResolvedSchedule, rows_per_shard: int,
+def _warn_if_schedule_changed(schedule: mixtures.ResolvedSchedule, batch_size: int,
                               restored: allocation.AllocationState):
-  pure = allocation.state_at(schedule, rows_per_shard, restored.step)
+  pure = allocation.state_at(schedule, batch_size, restored.step)
   if pure.rows_D != restored.rows_D:
     logging.warning(
         "The checkpoint's data state (rows per domain %s at step %d) differs from what this "
@@ -90,8 +97,9 @@ def make_batch_iterator(config: pipeline.DataConfig, seed: int,
   if state:
     _check_resumable(state)
     seed = state["seed"]
-  num_shards = int(state["num_shards"] if state else mixing.num_shards or shard_info.num_shards)
-  rows_per_shard = pipeline.rows_per_shard(num_shards, shard_info.num_shards, config.batch_size)
+  num_shards = int(state["num_shards"] if state else
+                   mixing.num_shards or pipeline.default_num_shards(config.batch_size))
+  pipeline.rows_per_shard(num_shards, shard_info.num_shards, config.batch_size)
   counted = _sizes_from_state(state) if state and state.get("sizes") else None
 
   def sizes():  # counted on first use (see the module docstring)
@@ -113,20 +121,23 @@ def make_batch_iterator(config: pipeline.DataConfig, seed: int,
     logging.info("Mixture schedule (%d steps):\n%s", total_steps, schedule.describe())
   if state:
     start = allocation.RowAllocator.restored_state(state, ctx.domains)
+    shard_start = allocation.RowAllocator.restored_shards(state, ctx.domains)
     source.restore(state.get("weights", {}))
     if weight_source is None:
-      _warn_if_schedule_changed(schedule, rows_per_shard, start)
+      _warn_if_schedule_changed(schedule, config.batch_size, start)
   else:
-    start = allocation.AllocationState.start(len(ctx.domains))
+    start, shard_start = allocation.AllocationState.start(len(ctx.domains)), None
   if weight_source is None and mixing.max_epochs is not None:
     # A static source's whole run is known: check its repeats up front.
-    counts_SD = allocation.count_table(schedule, rows_per_shard, start, total_steps)
+    counts_SD = allocation.count_table(schedule, config.batch_size, start, total_steps)
     accounting.check_repeats(schedule, ctx, sizes(),
-                             (np.asarray(start.rows_D) + counts_SD.sum(axis=0)) * num_shards,
+                             np.asarray(start.rows_D) + counts_SD.sum(axis=0),
                              mixing.max_epochs, mixing.on_exceed)
   known = sizes() if mixing.count_sizes else (counted or {})
   return pipeline.BatchIterator(
-      config, seed, allocation.RowAllocator(source, rows_per_shard, start), domain_tasks,
+      config, seed,
+      allocation.RowAllocator(source, config.batch_size, start, num_shards, shard_start),
+      domain_tasks,
       num_shards, total_steps, shard_info,
       epoch_tokens={d: z.tokens for d, z in known.items()},
       tokens=state["tokens"] if state else None,

@@ -34,7 +34,8 @@ with mode tokens and EOS, 512/512 gives R1 566, R2 587, X1 764, X2 907, X3 598, 
 decoder-only 1024 gives R1 927, R2 983, X1 765, X2 907, X3 1015, X4 1005, S 1021.
 
 Randomness is stateless (`seqio.map_over_dataset(num_seeds=...)`, `tf.random.stateless_*`): the same
-SeqIO seed gives the same examples on any number of hosts. Work is vectorised over batches of
+SeqIO seed gives the same examples on any number of hosts; inside a virtual data shard's pipeline
+the shard index is folded into the seeds (`mixjax.data.shard_scope`). Work is vectorised over batches of
 documents: one set of TF ops cuts, routes and corrupts a whole batch.
 """
 
@@ -48,6 +49,7 @@ import seqio
 import tensorflow as tf
 
 from mixjax import vocab
+from mixjax.data import shard_scope
 
 
 @gin.configurable
@@ -420,8 +422,12 @@ def ul2_denoise(dataset: tf.data.Dataset,
   tables = _tables(denoisers, LengthBudget.from_sequence_length(
       sequence_length, output_features, use_mode_tokens), vocabulary)
 
+  shard = shard_scope.current()
+
   @seqio.map_over_dataset(num_seeds=3)
   def denoise(batch, seeds):
+    if shard is not None:  # one trace serves every virtual shard: make their noise differ
+      seeds = [tf.random.experimental.stateless_fold_in(seeds[i], shard) for i in range(3)]
     inputs, targets, denoiser = _denoise_batch(batch["targets"], seeds, tables, use_mode_tokens)
     out = {"inputs": inputs, "targets": targets}
     if denoiser_key:
