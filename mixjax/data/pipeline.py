@@ -157,8 +157,8 @@ def shard_rows(config: DataConfig, task_name: str, split: str, shards: Sequence[
 
   Shard v holds records v, v + V, ... of the split in the source's own order; shuffled, it comes
   in a seeded order of its own (a buffer of the task's `shuffle_buffer_size` / V records,
-  reshuffled each epoch, then one of 1024 / V examples after preprocessing), and it is preprocessed (SeqIO's task preprocessors, UL2's noise folded
-  with v) and packed by itself, so its rows never depend on which other shards a host builds.
+  reshuffled each epoch, then one of 1024 / V examples after preprocessing), and it is
+  preprocessed (SeqIO's task preprocessors, UL2's noise folded with v) and packed by itself, so its rows never depend on which other shards a host builds.
   One function is traced for all of them: the cost of building does not grow with the shards.
   `skip_rows[i]`: rows of `shards[i]` already read (a resume).
   """
@@ -170,9 +170,9 @@ def shard_rows(config: DataConfig, task_name: str, split: str, shards: Sequence[
   shuffle_seeds_V = tf.constant([int(np.random.SeedSequence(
       [preprocess_seed, v, _SHARD_SHUFFLE_STREAM]).generate_state(1)[0] % (2**31 - 1))
                                  for v in range(num_shards)], tf.int64)
-  records = max(1, -(-tasks.get(task_name).shuffle_buffer_size // num_shards))
-  examples = max(1, -(-min(tasks.get(task_name).shuffle_buffer_size, _EXAMPLE_BUFFER) //
-                      num_shards))
+  buffer = tasks.get(task_name).shuffle_buffer_size
+  records = max(1, -(-buffer // num_shards))
+  examples = max(1, -(-min(buffer, _EXAMPLE_BUFFER) // num_shards))
 
   def one_shard(shard, skip):
     ds = task.source.get_dataset(split=split, shuffle=False, seed=preprocess_seed)
@@ -201,10 +201,10 @@ class Allocator(Protocol):
   domains: tuple[str, ...]
   last_weights_D: np.ndarray
 
-  @property
-  def step(self) -> int: ...
   shard_rows_VD: np.ndarray  # rows each virtual shard has given of each domain
 
+  @property
+  def step(self) -> int: ...
   @property
   def rows_D(self) -> tuple[int, ...]: ...
   def next(self) -> np.ndarray: ...  # counts [V, D] of each shard's part of the next batch

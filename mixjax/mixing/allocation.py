@@ -21,19 +21,14 @@ import numpy as np
 from mixjax.mixing import schedules as mixtures
 
 
-def apportion(owed_D: np.ndarray, eligible_D: np.ndarray, total: int,
-              cap_D: np.ndarray | None = None) -> np.ndarray:
+def apportion(owed_D: np.ndarray, eligible_D: np.ndarray, total: int) -> np.ndarray:
   """Integer counts `[D]` summing to `total`, given to `eligible_D` domains by largest owed
-  remainder (ties to the first domain), none above `cap_D`. `owed_D` may be fractional or
-  slightly negative."""
+  remainder (ties to the first domain). `owed_D` may be fractional or slightly negative."""
   if not eligible_D.any():
     raise ValueError("apportion: no eligible domain.")
-  cap_D = np.full(len(owed_D), total) if cap_D is None else np.asarray(cap_D)
-  if cap_D[eligible_D].sum() < total:
-    raise ValueError(f"apportion: caps {cap_D.tolist()} hold fewer than {total} rows.")
-  counts_D = np.where(eligible_D, np.clip(np.floor(owed_D), 0, cap_D), 0).astype(np.int64)
+  counts_D = np.where(eligible_D, np.maximum(np.floor(owed_D), 0), 0).astype(np.int64)
   while counts_D.sum() < total:
-    counts_D[np.argmax(np.where(eligible_D & (counts_D < cap_D), owed_D - counts_D, -np.inf))] += 1
+    counts_D[np.argmax(np.where(eligible_D, owed_D - counts_D, -np.inf))] += 1
   while counts_D.sum() > total:
     over_D = np.where(eligible_D & (counts_D > 0), owed_D - counts_D, np.inf)
     counts_D[np.argmin(over_D)] -= 1
