@@ -126,3 +126,46 @@ def test_an_empty_virtual_shard_is_a_clear_error_not_a_hang(tmp_path):
   it = stream.make_batch_iterator(config, 0, None, 4)
   with pytest.raises(ValueError, match=r"virtual data shard 1: .*num_shards"):
     next(it)
+
+
+def _documents(batch, vocabulary):
+  """The documents (text) packed into a batch's rows, split by segment id."""
+  docs = []
+  for tokens, segments in zip(batch["decoder_target_tokens"], batch["decoder_segment_ids"]):
+    for s in np.unique(segments[segments > 0]):
+      ids = [int(t) for t in tokens[segments == s] if t != vocabulary.eos_id]
+      docs.append(vocabulary.decode(ids))
+  return sorted(docs)
+
+
+def test_eval_batches_are_read_by_host_from_virtual_shards(tmp_path):
+  texts = [f"document {i}" for i in range(8)]  # 10 bytes + EOS: 2 per 32-token row
+  for split in ("train", "validation"):
+    (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+  name = "test_eval_shards"
+  lm_tasks.register_jsonl_task(name, {s: [str(tmp_path / f"{s}.jsonl")] for s in
+                                      ("train", "validation")})
+  config = pipeline.DataConfig(name, {"targets": 32}, batch_size=8)
+  whole = pipeline.host_eval_batches(config, name, 8, num_batches=4, host_rows=slice(0, 8))
+  # 2 shards of 4 rows: shard v packs documents v, v + 2, ... into 2 rows, then zero rows; the
+  # batches past the data (num_batches asks for 4) are left out.
+  assert len(whole) == 1 and whole[0]["decoder_target_tokens"].shape == (8, 32)
+  vocabulary = config.vocabulary
+  for v, rows in enumerate([slice(0, 4), slice(4, 8)]):
+    shard = {k: x[rows] for k, x in whole[0].items()}
+    assert _documents(shard, vocabulary) == sorted(texts[v::2])
+    assert not shard["decoder_target_tokens"][2:].any()  # the shard ran out: no loss weight
+    assert not shard["decoder_loss_weights"][2:].any()
+    # A host reads only its own shard, and gets the same rows.
+    half = pipeline.host_eval_batches(config, name, 8, num_batches=4, host_rows=rows)
+    assert len(half) == 1
+    for k in whole[0]:
+      np.testing.assert_array_equal(half[0][k], whole[0][k][rows])
+  # Four hosts of two rows: more shards than the batch size gives by default, so that each host
+  # holds whole ones; then every row is its own shard's.
+  assert pipeline.eval_num_shards(8, slice(2, 4)) == 4
+  quarter = pipeline.host_eval_batches(config, name, 8, num_batches=4, host_rows=slice(2, 4))
+  assert _documents(quarter[0], vocabulary) == sorted(texts[1::4])
+  # num_batches caps the rows read.
+  first = pipeline.host_eval_batches(config, name, 4, num_batches=1, host_rows=slice(0, 4))
+  assert len(first) == 1 and first[0]["decoder_target_tokens"].shape == (4, 32)

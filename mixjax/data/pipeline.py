@@ -21,6 +21,7 @@ of hosts.
 
 import collections
 import dataclasses
+import math
 import zlib
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
@@ -95,14 +96,6 @@ def tf_options(ds: tf.data.Dataset) -> tf.data.Dataset:
   return ds.with_options(options)
 
 
-def eval_batches(config: DataConfig, task_name: str, batch_size: int, num_batches: int,
-                 split: str = "validation") -> list[dict[str, np.ndarray]]:
-  """The first `num_batches` packed validation batches of a task (fixed, unshuffled)."""
-  ds = get_dataset(config, task_name, split, shuffle=False, num_epochs=1)
-  ds = tf_options(ds.batch(batch_size, drop_remainder=False)).take(num_batches)
-  return list(ds.as_numpy_iterator())
-
-
 def domain_seed(seed: int, task_name: str) -> int:
   """The shuffle seed of one domain's row stream: a pure function of (seed, task name)."""
   return int(np.random.SeedSequence([seed, zlib.crc32(task_name.encode())]).generate_state(1)[0]
@@ -151,7 +144,7 @@ def rows_per_shard(num_shards: int, hosts: int, batch_size: int) -> int:
 
 def shard_rows(config: DataConfig, task_name: str, split: str, shards: Sequence[int],
                num_shards: int, *, shuffle: bool, seed: int, skip_rows: Sequence[int] = (),
-               num_epochs: int | None = None) -> tf.data.Dataset:
+               num_epochs: int | None = None, max_rows: int | None = None) -> tf.data.Dataset:
   """Packed rows of virtual shards `shards` (of `num_shards`) of one task: chunks of up to 64 rows
   of one shard each (`"shard"` names it), the shards' chunks in turn.
 
@@ -160,7 +153,7 @@ def shard_rows(config: DataConfig, task_name: str, split: str, shards: Sequence[
   reshuffled each epoch, then one of 1024 / V examples after preprocessing), and it is
   preprocessed (SeqIO's task preprocessors, UL2's noise folded with v) and packed by itself, so its rows never depend on which other shards a host builds.
   One function is traced for all of them: the cost of building does not grow with the shards.
-  `skip_rows[i]`: rows of `shards[i]` already read (a resume).
+  `skip_rows[i]`: rows of `shards[i]` already read (a resume); `max_rows`: rows kept per shard.
   """
   task = seqio.get_mixture_or_task(
       tasks.seqio_task(task_name, config.objective, config.feature_converter, config.vocab))
@@ -174,6 +167,7 @@ def shard_rows(config: DataConfig, task_name: str, split: str, shards: Sequence[
   records = max(1, -(-buffer // num_shards))
   examples = max(1, -(-min(buffer, _EXAMPLE_BUFFER) // num_shards))
 
+  @tf.autograph.experimental.do_not_convert  # plain Python control flow: tracing is cheaper
   def one_shard(shard, skip):
     ds = task.source.get_dataset(split=split, shuffle=False, seed=preprocess_seed)
     ds = ds.shard(num_shards, shard)
@@ -187,13 +181,59 @@ def shard_rows(config: DataConfig, task_name: str, split: str, shards: Sequence[
       ds = ds.shuffle(examples, seed=tf.gather(shuffle_seeds_V, shard) + 1)
     if config.feature_converter != "prefix_lm":
       ds = seqio.utils.trim_dataset(ds, lengths, task.output_features)
-    ds = converter(ds, lengths).skip(skip).batch(_CHUNK_ROWS)
+    ds = converter(ds, lengths).skip(skip)
+    ds = (ds if max_rows is None else ds.take(max_rows)).batch(_CHUNK_ROWS)
     return ds.map(lambda chunk: {**chunk, "shard": shard})
 
   skips = list(skip_rows) or [0] * len(shards)
   starts = tf.data.Dataset.from_tensor_slices(
       (tf.constant(list(shards), tf.int64), tf.constant(skips, tf.int64)))
   return tf_options(starts.interleave(one_shard, cycle_length=len(shards), block_length=1))
+
+
+def eval_num_shards(rows: int, host_rows: slice) -> int:
+  """Virtual shards of an eval batch of `rows` rows, this host holding rows `host_rows`:
+  `default_num_shards(rows)`, raised to a multiple of the number of host blocks when they do not
+  split it (then the eval rows differ from those of host counts that do)."""
+  return math.lcm(default_num_shards(rows), rows // (host_rows.stop - host_rows.start))
+
+
+def host_eval_batches(config: DataConfig, task_name: str, rows: int, num_batches: int,
+                      host_rows: slice, split: str = "validation") -> list[dict[str, np.ndarray]]:
+  """This host's rows (`host_rows`) of a task's fixed eval batches of `rows` rows each.
+
+  Eval batch k holds the k-th `rows / V` packed rows of each of V virtual shards
+  (`eval_num_shards`), unshuffled; shard v packs records v, v + V, ... of the split on its own
+  (with UL2, seed 0's noise). A host reads only its own shards, so every host count that divides
+  V evaluates the same rows. A shard that runs out gives all-zero rows (no loss weight); batches
+  past the end of every shard, on every host, are left out. Call on every host.
+  """
+  num_shards = eval_num_shards(rows, host_rows)
+  per_shard = rows // num_shards
+  shards = range(host_rows.start // per_shard, host_rows.stop // per_shard)
+  ds = shard_rows(config, task_name, split, shards, num_shards, shuffle=False, seed=0,
+                  num_epochs=1, max_rows=per_shard * num_batches)
+  chunks = {v: [] for v in shards}
+  for chunk in ds.as_numpy_iterator():
+    chunks[int(chunk.pop("shard"))].append(chunk)
+  spec = {k: s for k, s in ds.element_spec.items() if k != "shard"}
+  def shard_array(name, parts):
+    width = spec[name].shape[1:]
+    return np.concatenate([p[name] for p in parts] or
+                          [np.zeros((0, *width), spec[name].dtype.as_numpy_dtype)])
+  arrays = {v: {k: shard_array(k, parts) for k in spec} for v, parts in chunks.items()}
+  local_rows = max(len(a["decoder_target_tokens"]) for a in arrays.values())
+  used = int(_max_over_processes(np.asarray([-(-local_rows // per_shard)]))[0])
+  batches = []
+  for k in range(used):
+    window = slice(k * per_shard, (k + 1) * per_shard)
+    batches.append({name: np.concatenate([_zero_pad(a[name][window], per_shard)
+                                          for a in arrays.values()]) for name in spec})
+  return batches
+
+
+def _zero_pad(x: np.ndarray, rows: int) -> np.ndarray:
+  return np.pad(x, [(0, rows - len(x))] + [(0, 0)] * (x.ndim - 1))
 
 
 class Allocator(Protocol):
@@ -257,6 +297,12 @@ def _sum_over_processes(x_D: np.ndarray) -> np.ndarray:
   if jax.process_count() == 1:
     return x_D
   return np.asarray(multihost_utils.process_allgather(x_D)).sum(axis=0)
+
+
+def _max_over_processes(x: np.ndarray) -> np.ndarray:
+  if jax.process_count() == 1:
+    return x
+  return np.asarray(multihost_utils.process_allgather(x)).max(axis=0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,7 @@ from mixjax.training import trainer
 class EvalConfig:
   period: int = 100            # evaluate every N steps (and at the end); 0 = only at the end
   num_batches: int = 4         # validation batches per domain
-  batch_size: int = 32         # sequences per eval batch
+  batch_size: int = 32         # sequences per eval batch (rounded up to the data parallelism)
   max_probes: int = 100        # per domain and probe kind
 
 
@@ -93,6 +93,9 @@ def _chunks(batch: dict[str, np.ndarray], rows: int):
 class Evaluator:
   """Holds fixed validation batches and probes; `evaluate(params)` returns flat metrics.
 
+  Each host reads only its rows of the validation batches (`pipeline.host_eval_batches`); the
+  metrics, sums over all rows, are the same on every host.
+
   Probes come from each task's spec and from `extra_probes` (`{metric name: probes}`, e.g. the
   ICLM experiment's cross-document probes); all are scored in the run's prompt format.
   """
@@ -102,13 +105,14 @@ class Evaluator:
     self._mesh, self._rules = mesh, rules
     dp = partitioning.data_parallel_size(mesh)
     self._rows = -(-config.batch_size // dp) * dp
-    self.domain_batches = {}
+    self._host_rows = partitioning.host_rows(mesh, self._rows)
+    self.domain_batches = {}  # this host's rows of each eval batch
     self.probes = {}
     for task_name in sorted(tasks.task_names(data_config.mixture_or_task_name)):
       spec = tasks.get(task_name)
       if "validation" in spec.splits:
-        self.domain_batches[spec.domain] = pipeline.eval_batches(
-            data_config, task_name, config.batch_size, config.num_batches)
+        self.domain_batches[spec.domain] = pipeline.host_eval_batches(
+            data_config, task_name, self._rows, config.num_batches, self._host_rows)
       if spec.probes is not None:
         for name, probes in probe_sets(spec.domain, spec.probes(), config.max_probes).items():
           self.probes[name] = probe_batch(probes, data=data_config)
@@ -116,25 +120,29 @@ class Evaluator:
       self.probes[name] = probe_batch(probes[:config.max_probes], data=data_config)
 
     self._sums = jit_row_sums(model, mesh)
-    self._host_rows = partitioning.host_rows(mesh, self._rows)
+
+  def _global_row_sums(self, params, host_batch):
+    """Per-row (summed loss, summed weight) of all rows of one eval batch, from this host's."""
+    with partitioning.mesh_context(self._mesh, self._rules):  # Pallas kernels in shard_map
+      loss_N, weight_N = self._sums(params, trainer.global_batch(self._mesh, host_batch))
+    return np.asarray(loss_N), np.asarray(weight_N)
 
   def _row_sums(self, params, batch):
-    """Per-row (summed loss, summed weight) over a batch of any number of rows."""
+    """Per-row (summed loss, summed weight) over a global batch of any number of rows."""
     losses, weights = [], []
     for piece, n in _chunks(batch, self._rows):
       local = {k: v[self._host_rows] for k, v in piece.items()}  # this host's devices' rows
-      with partitioning.mesh_context(self._mesh, self._rules):  # Pallas kernels in shard_map
-        loss_N, weight_N = self._sums(params, trainer.global_batch(self._mesh, local))
-      losses.append(np.asarray(loss_N)[:n])
-      weights.append(np.asarray(weight_N)[:n])
+      loss_N, weight_N = self._global_row_sums(params, local)
+      losses.append(loss_N[:n])
+      weights.append(weight_N[:n])
     return np.concatenate(losses), np.concatenate(weights)
 
   def evaluate(self, params) -> dict[str, float]:
     metrics = {}
     for domain, batches in self.domain_batches.items():
       loss_sum = weight_sum = 0.0
-      for batch in batches:
-        loss_N, weight_N = self._row_sums(params, batch)
+      for host_batch in batches:
+        loss_N, weight_N = self._global_row_sums(params, host_batch)
         loss_sum, weight_sum = loss_sum + loss_N.sum(), weight_sum + weight_N.sum()
       metrics[f"eval/{domain}/loss"] = loss_sum / max(weight_sum, 1.0)
     for name, (batch, probe_index_N, is_answer_N) in self.probes.items():
