@@ -70,7 +70,7 @@ def _trainer_jobs(data, model, optimizer, domains, weights_KD, steps):
     source = schedules.constant_schedule(dict(zip(domains, weights_D))).resolve(ctx)
     batches = pipeline.BatchIterator(
         data, 0, allocation.RowAllocator(source, data.batch_size), pipeline.domain_tasks(
-            data.mixture_or_task_name), 1, steps + 1)
+            data.mixture_or_task_name), steps + 1)
     state, metrics = step_fn(state, trainer.global_batch(mesh, next(batches)))  # warm-up
     jax.block_until_ready(metrics)
     setup_s += time.perf_counter() - start

@@ -240,7 +240,7 @@ class Allocator(Protocol):
   """Row counts per domain, step by step (implemented by `mixjax.mixing.allocation`)."""
   domains: tuple[str, ...]
   last_weights_D: np.ndarray
-
+  num_shards: int             # virtual shards the global batch is dealt to
   shard_rows_VD: np.ndarray  # rows each virtual shard has given of each domain
 
   @property
@@ -320,19 +320,16 @@ class BatchIterator(Iterator[dict]):
   _HISTORY = 8  # steps of accounting kept for `step_metrics` (the loop logs one step late)
 
   def __init__(self, config: DataConfig, seed: int, allocator: Allocator,
-               domain_tasks: Mapping[str, str], num_shards: int, total_steps: int,
+               domain_tasks: Mapping[str, str], total_steps: int,
                shard_info: seqio.ShardInfo | None = None,
                epoch_tokens: Mapping[str, int] | None = None,
                tokens: Mapping[str, int] | None = None, extra_state: Mapping | None = None):
-    """`allocator` deals the global batch to `num_shards` virtual shards; `domain_tasks` maps
+    """`allocator` deals the global batch to its virtual shards; `domain_tasks` maps
     each of its domains to its task; `tokens` are the target tokens read before a resume;
     `extra_state` is saved with the iterator's own state."""
     shard_info = shard_info or seqio.ShardInfo(0, 1)
-    hosts = shard_info.num_shards
+    hosts, num_shards = shard_info.num_shards, allocator.num_shards
     self.rows_per_shard = rows_per_shard(num_shards, hosts, config.batch_size)
-    if allocator.shard_rows_VD.shape[0] != num_shards:
-      raise ValueError(f"The allocator deals to {allocator.shard_rows_VD.shape[0]} shards, "
-                       f"the iterator has {num_shards}.")
     self._config, self._seed, self.allocator = config, seed, allocator
     self.domains = tuple(allocator.domains)
     self.tasks = dict(domain_tasks)

@@ -137,8 +137,7 @@ def make_batch_iterator(config: pipeline.DataConfig, seed: int,
   return pipeline.BatchIterator(
       config, seed,
       allocation.RowAllocator(source, config.batch_size, start, num_shards, shard_start),
-      domain_tasks,
-      num_shards, total_steps, shard_info,
+      domain_tasks, total_steps, shard_info,
       epoch_tokens={d: z.tokens for d, z in known.items()},
       tokens=state["tokens"] if state else None,
       extra_state={"sizes": {d: [z.rows, z.tokens, z.complete] for d, z in known.items()}})
