@@ -19,6 +19,7 @@ def test_probe_sets_group_by_kind_and_cap_each_kind():
   assert {name: len(group) for name, group in sets.items()} == {
       "bios/hard": 4, "bios/easy": 3, "bios": 2}
   assert [p["prompt"] for p in sets["bios/hard"]] == ["p0", "p1", "p2", "p3"]
+  assert evaluation.probe_sets("bios", probes, max_probes=0) == {}  # no empty groups to score
 
 
 def test_probe_accuracy_counts_ties_as_wrong():

@@ -39,7 +39,7 @@ def probe_sets(domain: str, probes, max_probes: int) -> dict[str, list[dict]]:
   reported side by side instead of one crowding out the other.
   """
   sets = {}
-  for probe in probes:
+  for probe in probes if max_probes > 0 else ():
     name = f"{domain}/{probe['kind']}" if probe.get("kind") else domain
     group = sets.setdefault(name, [])
     if len(group) < max_probes:
@@ -110,14 +110,15 @@ class Evaluator:
     self.probes = {}
     for task_name in sorted(tasks.task_names(data_config.mixture_or_task_name)):
       spec = tasks.get(task_name)
-      if "validation" in spec.splits:
+      if "validation" in spec.splits and config.num_batches > 0:
         self.domain_batches[spec.domain] = pipeline.host_eval_batches(
             data_config, task_name, self._rows, config.num_batches, self._host_rows)
       if spec.probes is not None:
         for name, probes in probe_sets(spec.domain, spec.probes(), config.max_probes).items():
           self.probes[name] = probe_batch(probes, data=data_config)
     for name, probes in (extra_probes or {}).items():
-      self.probes[name] = probe_batch(probes[:config.max_probes], data=data_config)
+      if probes[:config.max_probes]:
+        self.probes[name] = probe_batch(probes[:config.max_probes], data=data_config)
 
     self._sums = jit_row_sums(model, mesh)
 
