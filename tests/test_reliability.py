@@ -281,15 +281,16 @@ def test_resume_is_announced_and_repeats_no_metrics_line(saved_run, capsys):
   model_dir = saved_run["run"].model_dir
   _write(os.path.join(model_dir, "metrics.jsonl"),
          "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3)))
-  loop.train(**_with(saved_run, run={"stop_at_step": 2}))  # resume at 2, train nothing
+  resume = _with(saved_run, run={"stop_at_step": 2}, eval_config={"num_batches": 1})
+  loop.train(**resume)  # resume at 2, train nothing, evaluate once
   err = capsys.readouterr().err
   assert f"Resuming from step 2 of 4 in {model_dir}" in err
   assert "dropped 1 metrics lines past it" in err
   lines = [json.loads(x) for x in open(os.path.join(model_dir, "metrics.jsonl"))]
   assert [m["step"] for m in lines if "loss" in m] == [1, 2]
   evals = [m for m in lines if "loss" not in m]  # the missing eval line of the last step
-  assert [m["step"] for m in evals] == [2]
-  loop.train(**_with(saved_run, run={"stop_at_step": 2}))  # once more: nothing logged twice
+  assert [m["step"] for m in evals] == [2] and any(k.startswith("eval/") for k in evals[0])
+  loop.train(**resume)  # once more: nothing logged twice
   assert [json.loads(x) for x in open(os.path.join(model_dir, "metrics.jsonl"))] == lines
 
 
