@@ -3,7 +3,8 @@
 The same run as 2 processes x 2 devices and as 1 process x 4 devices (same mesh) logs the same losses; a
 checkpoint written by either resumes on the other with the later losses of an uninterrupted run; only
 process 0 writes the run directory; a SIGKILLed worker ends the run within the heartbeat timeout, and the
-rerun resumes from the newest complete checkpoint.
+rerun resumes from the newest complete checkpoint; a mesh the processes' devices cannot fill is
+one message naming both numbers.
 """
 
 import json
@@ -107,7 +108,6 @@ def test_two_processes_match_one_and_checkpoints_move_between_process_counts(tmp
   _assert_same_losses(lines, ref, steps={3, 4})
 
 
-@pytest.mark.slow  # ~2 min on 2 idle cores: outside the default suite's budget
 def test_a_killed_worker_ends_the_run_and_the_rerun_resumes(tmp_path):
   model_dir = tmp_path / "run"
   long_run = ["--gin.TRAIN_STEPS=200", "--gin.EVAL_PERIOD=0"]
@@ -128,3 +128,13 @@ def test_a_killed_worker_ends_the_run_and_the_rerun_resumes(tmp_path):
   assert f"Resuming from step {newest} of 200" in out  # the newest complete checkpoint
   steps = [m["step"] for m in _metrics(model_dir) if "loss" in m]
   assert steps == list(range(1, newest + 2))  # lines past the checkpoint dropped, none repeated
+
+
+def test_a_mesh_the_processes_cannot_fill_names_both_numbers(tmp_path):
+  procs = _start(tmp_path / "run", 2, ["--gin.MESH_SHAPE=(2, 4, 1)"])
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 1, out[-2000:]
+    assert ("Mesh shape (2, 4, 1) needs 8 devices but 4 are in use (2 processes x 2 local "
+            "devices)") in out, out[-2000:]
+  assert not (tmp_path / "run" / "checkpoints").exists()

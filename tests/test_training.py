@@ -98,6 +98,9 @@ def test_corrupt_checkpoint_is_a_clear_error(task, tmp_path):
 def test_bad_mesh_is_a_clear_error():
   with pytest.raises(ValueError, match="needs 16 devices"):
     partitioning.resolve_mesh_shape((2, 2, 4), 8)
+  with pytest.raises(ValueError, match=r"but 8 are in use \(2 processes x 4 local devices\); "
+                                       "set .* or the number of hosts"):
+    partitioning.resolve_mesh_shape((2, 2, 1), 8, "2 processes x 4 local devices")
 
 
 def test_metrics_jsonl_lines_have_step_loss_and_throughput(task, tmp_path):

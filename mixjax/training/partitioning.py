@@ -47,8 +47,11 @@ class MeshConfig:
   num_devices: int | None = None  # use only the first N devices (tests: 1-device baselines)
 
 
-def resolve_mesh_shape(shape, num_devices):
+def resolve_mesh_shape(shape, num_devices, hosts: str = ""):
+  """`shape` with its -1 filled in from `num_devices`; raises when they cannot agree. `hosts`
+  says where the devices come from (e.g. "2 processes x 4 local devices") for the message."""
   shape = list(shape)
+  where = f" ({hosts})" if hosts else ""
   if len(shape) != len(MESH_AXES):
     raise ValueError(f"Mesh shape {tuple(shape)} must have {len(MESH_AXES)} entries {MESH_AXES}.")
   if shape.count(-1) > 1:
@@ -56,25 +59,34 @@ def resolve_mesh_shape(shape, num_devices):
   known = int(np.prod([s for s in shape if s != -1]))
   if -1 in shape:
     if num_devices % known:
-      raise ValueError(f"Cannot fill mesh {tuple(shape)} with {num_devices} devices.")
+      raise ValueError(f"Cannot fill mesh {tuple(shape)} with {num_devices} devices{where}.")
     shape[shape.index(-1)] = num_devices // known
   if int(np.prod(shape)) != num_devices:
     raise ValueError(f"Mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices but "
-                     f"{num_devices} are in use; set MeshConfig.shape or MeshConfig.num_devices.")
+                     f"{num_devices} are in use{where}; set MeshConfig.shape (MESH_SHAPE), "
+                     f"MeshConfig.num_devices{' or the number of hosts' if hosts else ''}.")
   return tuple(shape)
 
 
 def make_mesh(config: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """Classic (Auto axis types) mesh over the first `num_devices` devices (default: local ones).
+  """Classic (Auto axis types) mesh over the first `num_devices` devices (default: all of the
+  run's, every process's).
 
   `devices` may be another target's, e.g. a TPU slice's compile-only devices for a dry run; they
   are laid out with `mesh_utils` so that, on a real slice, neighbouring mesh entries are
   neighbouring chips (multi-slice: the data axis spans the slices, DCN outermost).
   """
+  hosts = ""
+  if devices is None and jax.process_count() > 1:
+    hosts = f"{jax.process_count()} processes x {jax.local_device_count()} local devices"
+    if config.num_devices not in (None, jax.device_count()):
+      raise ValueError(f"MeshConfig.num_devices={config.num_devices} in a run of {hosts}: every "
+                       "process must hold its part of the mesh; leave num_devices unset (all "
+                       f"{jax.device_count()} devices).")
   devices = list(jax.devices() if devices is None else devices)
   if config.num_devices is not None:
     devices = devices[:config.num_devices]
-  shape = resolve_mesh_shape(config.shape, len(devices))
+  shape = resolve_mesh_shape(config.shape, len(devices), hosts)
   return Mesh(_device_grid(devices, shape), MESH_AXES)
 
 
