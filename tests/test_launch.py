@@ -133,3 +133,84 @@ def test_slurm_script_dry_run_prints_the_srun_line():
                            env={k: v for k, v in env.items() if k != "GIN_FILE"},
                            capture_output=True, text=True)
   assert missing.returncode != 0 and "set GIN_FILE" in missing.stderr
+
+
+# A stand-in `gcloud` for the retry loop: it keeps the slice's state in a file, logs every call, and
+# fails the first `launch` by preempting the slice (or, with FAKE_HEALTHY_FAILURE, on a healthy one).
+FAKE_GCLOUD = r'''#!/usr/bin/env python3
+import json, os, sys
+state_file, log = os.environ["FAKE_STATE"], os.environ["FAKE_LOG"]
+state = json.load(open(state_file)) if os.path.exists(state_file) else {"slice": "", "launches": 0}
+args = sys.argv[1:]
+with open(log, "a") as f:
+  f.write(" ".join(args) + "\n")
+verb, code = args[3], 0
+if verb == "create":
+  code = 1 if state["slice"] else 0
+  state["slice"] = state["slice"] or "CREATING"
+elif verb == "describe":
+  if not state["slice"]:
+    code = 1
+  else:
+    print(state["slice"])
+    state["slice"] = "READY" if state["slice"] == "CREATING" else state["slice"]
+elif verb == "delete":
+  state["slice"] = ""
+elif verb == "ssh" and "mixjax.train" in args[-1]:
+  state["launches"] += 1
+  if state["launches"] == 1:
+    code = 255
+    if not os.environ.get("FAKE_HEALTHY_FAILURE"):
+      state["slice"] = "PREEMPTED"
+json.dump(state, open(state_file, "w"))
+sys.exit(code)
+'''
+
+
+def _fake_gcloud(tmp_path, monkeypatch, healthy_failure=False):
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  (bin_dir / "gcloud").write_text(FAKE_GCLOUD)
+  (bin_dir / "gcloud").chmod(0o755)
+  monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+  monkeypatch.setenv("FAKE_STATE", str(tmp_path / "state.json"))
+  monkeypatch.setenv("FAKE_LOG", str(tmp_path / "calls.log"))
+  if healthy_failure:
+    monkeypatch.setenv("FAKE_HEALTHY_FAILURE", "1")
+  return tmp_path / "calls.log"
+
+
+def _calls(log):
+  """Each gcloud call as (verb, what it ran on the workers or its flags)."""
+  out = []
+  for line in log.read_text().splitlines():
+    words = line.split()
+    what = ("launch" if "mixjax.train" in line else "setup" if "pip install" in line
+            else "kill-stale" if "lsof" in line else "") if words[3] == "ssh" else ""
+    out.append((words[3], what or ("async" if "--async" in words else "")))
+  return out
+
+
+def test_tpu_vm_retry_recreates_a_preempted_slice_and_launches_again(tmp_path, monkeypatch,
+                                                                     capsys):
+  log = _fake_gcloud(tmp_path, monkeypatch)
+  argv = ["retry", "--name=mj", "--zone=z", "--tpu=v5e-64", "--spot", "--poll=0",
+          "--install=pip install mixjax", "--", "--gin_file=gin/quickstart.gin"]
+  assert tpu_vm.main(argv) == 0
+  up = [("create", ""), ("describe", ""), ("describe", ""), ("ssh", "kill-stale"),
+        ("ssh", "setup"), ("ssh", "launch")]
+  # The first launch dies with its preempted slice; the loop waits for the deletion (no --async)
+  # before re-creating the same name.
+  assert _calls(log) == up + [("describe", ""), ("delete", "")] + up
+  out = capsys.readouterr().out
+  assert "Slice state PREEMPTED: preempted" in out and "attempt 2 of 5" in out
+  assert "CREATING; waiting" in out
+
+
+def test_tpu_vm_retry_stops_when_the_run_fails_on_a_healthy_slice(tmp_path, monkeypatch, capsys):
+  log = _fake_gcloud(tmp_path, monkeypatch, healthy_failure=True)
+  argv = ["retry", "--name=mj", "--zone=z", "--tpu=v4-32", "--poll=0",
+          "--install=pip install mixjax", "--", "--gin_file=gin/quickstart.gin"]
+  assert tpu_vm.main(argv) == 1
+  assert ("delete", "") not in _calls(log) and _calls(log)[-1] == ("describe", "")
+  assert "failed on a healthy slice (state READY): not a preemption" in capsys.readouterr().err

@@ -109,10 +109,12 @@ class Slice:
       return self._queued("describe", "--format=value(state.state)")
     return self._tpu_vm("describe", "--format=value(state)")
 
-  def delete(self) -> list[str]:
+  def delete(self, wait: bool = False) -> list[str]:
+    """`wait`: return once it is gone (the retry loop re-creates the same name right after)."""
+    rest = () if wait else ("--async",)
     if self.queued:
-      return self._queued("delete", "--force", "--quiet", "--async")
-    return self._tpu_vm("delete", "--quiet", "--async")
+      return self._queued("delete", "--force", "--quiet", *rest)
+    return self._tpu_vm("delete", "--quiet", *rest)
 
 
 def _run(command: list[str], dry_run: bool, check: bool = True) -> subprocess.CompletedProcess:
@@ -132,27 +134,50 @@ def install_command(repo: str | None, install: str | None) -> str:
   return f"pip install -U {shlex.quote(f'mixjax[tpu] @ git+{repo}')}"
 
 
-def retry(slice_: Slice, binary_args: list[str], max_attempts: int, dry_run: bool,
-          install: str, poll_s: float = 60.0) -> int:
-  """Create, set up and launch; after a preemption (launch fails and the slice is gone or not READY),
-  delete, re-create and launch the same command, which resumes from the run's MODEL_DIR."""
+# gcloud's states: a TPU VM's (READY …) or a queued resource's (ACTIVE …).
+UP = ("READY", "ACTIVE")
+COMING_UP = ("CREATING", "ACCEPTED", "PROVISIONING", "WAITING_FOR_RESOURCES", "RESTARTING",
+             "REPAIRING")
+
+
+def slice_state(slice_: Slice) -> str:
+  """The slice's state as gcloud reports it; '' when it does not exist (or cannot be read)."""
+  out = subprocess.run(slice_.status(), capture_output=True, text=True)
+  return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def wait_until_up(slice_: Slice, poll_s: float) -> str:
+  """Polls while the slice is being created or waits for capacity; returns the state it settles in."""
+  while (state := slice_state(slice_)) in COMING_UP:
+    print(f"slice {slice_.name}: {state}; waiting {poll_s:.0f} s", flush=True)
+    time.sleep(poll_s)
+  return state
+
+
+def retry(slice_: Slice, binary_args: list[str], max_attempts: int, dry_run: bool, install: str,
+          module: str = "mixjax.train", workdir: str | None = None, poll_s: float = 60.0) -> int:
+  """Create, set up and launch; after a preemption (setup or launch fails and the slice is gone or
+  not up), delete, re-create and launch the same command, which resumes from the run's MODEL_DIR.
+  A failure on a healthy slice is the run's own: it returns 1 without re-creating anything."""
   for attempt in range(1, max_attempts + 1):
     print(f"attempt {attempt} of {max_attempts}", flush=True)
-    _run(slice_.create(), dry_run, check=False)
-    if slice_.queued and not dry_run:  # wait until the queued resource is granted
-      while subprocess.run(slice_.status(), capture_output=True, text=True).stdout.strip() != "ACTIVE":
-        time.sleep(poll_s)
-    _run(slice_.kill_stale(), dry_run, check=False)
-    _run(slice_.setup(install), dry_run)
-    if _run(slice_.launch(binary_args), dry_run, check=False).returncode == 0:
-      return 0
-    state = subprocess.run(slice_.status(), capture_output=True, text=True).stdout.strip()
-    if state in ("READY", "ACTIVE"):
-      print(f"The run failed on a healthy slice (state {state}): not a preemption; see `logs`.",
-            file=sys.stderr)
-      return 1
-    print(f"Slice state {state or 'gone'}: preempted; re-creating.", flush=True)
-    _run(slice_.delete(), dry_run, check=False)
+    _run(slice_.create(), dry_run, check=False)  # fails harmlessly if the slice is already there
+    state = UP[0] if dry_run else wait_until_up(slice_, poll_s)
+    if state in UP:
+      _run(slice_.kill_stale(), dry_run, check=False)
+      if (_run(slice_.setup(install), dry_run, check=False).returncode == 0 and
+          _run(slice_.launch(binary_args, module, workdir), dry_run, check=False).returncode == 0):
+        return 0
+      state = UP[0] if dry_run else slice_state(slice_)
+      if state in UP:
+        print(f"setup or the run failed on a healthy slice (state {state}): not a preemption; "
+              "see `logs`.", file=sys.stderr)
+        return 1
+    print(f"Slice state {state or 'gone'}: preempted or not granted; deleting and re-creating.",
+          flush=True)
+    _run(slice_.delete(wait=True), dry_run, check=False)
+  print(f"Gave up after {max_attempts} attempts; rerun `retry` to go on (the run resumes from its "
+        "MODEL_DIR).", file=sys.stderr)
   return 1
 
 
@@ -176,6 +201,8 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--workdir", default=None, help="directory on the workers to run in")
   parser.add_argument("--lines", type=int, default=50, help="log lines per worker")
   parser.add_argument("--max_attempts", type=int, default=5, help="retry: re-creations allowed")
+  parser.add_argument("--poll", type=float, default=60.0,
+                      help="retry: seconds between state checks while the slice comes up")
   parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                       help="print the gcloud commands instead of running them")
   return parser
@@ -196,7 +223,8 @@ def main(argv=None) -> int:
       if args.max_attempts < 1:
         raise TpuVmError(f"--max_attempts={args.max_attempts} must be >= 1.")
       return retry(slice_, args.binary_args, args.max_attempts, args.dry_run,
-                   install_command(args.repo, args.install))
+                   install_command(args.repo, args.install), args.module, args.workdir,
+                   args.poll)
     command = {"create": slice_.create,
                "setup": lambda: slice_.setup(install_command(args.repo, args.install)),
                "launch": lambda: slice_.launch(args.binary_args, args.module, args.workdir),
