@@ -214,3 +214,32 @@ def test_tpu_vm_retry_stops_when_the_run_fails_on_a_healthy_slice(tmp_path, monk
   assert tpu_vm.main(argv) == 1
   assert ("delete", "") not in _calls(log) and _calls(log)[-1] == ("describe", "")
   assert "failed on a healthy slice (state READY): not a preemption" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env, ids", [
+    # One task per node (the sbatch default): all 8 GPUs, not jax's default of GPU 0 alone.
+    ({"SLURM_STEP_TASKS_PER_NODE": "1(x4)", "SLURM_NODEID": "2", "SLURM_LOCALID": "0",
+      "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}, list(range(8))),
+    # One task per GPU, every task seeing the node's 8: GPU LOCALID (jax's own rule).
+    ({"SLURM_STEP_TASKS_PER_NODE": "8(x2)", "SLURM_LOCALID": "5", "SLURM_GPUS_ON_NODE": "8",
+      "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}, [5]),
+    # Two tasks sharing 8 GPUs: four each.
+    ({"SLURM_STEP_TASKS_PER_NODE": "2", "SLURM_LOCALID": "1", "SLURM_GPUS_ON_NODE": "8"},
+     [4, 5, 6, 7]),
+    # Tasks bound to their own GPUs (--gpus-per-task=2): each uses both it sees.
+    ({"SLURM_STEP_TASKS_PER_NODE": "4", "SLURM_LOCALID": "3", "SLURM_GPUS_PER_TASK": "2",
+      "CUDA_VISIBLE_DEVICES": "6,7"}, [0, 1]),
+    ({"SLURM_STEP_TASKS_PER_NODE": "8", "SLURM_LOCALID": "3", "SLURM_GPUS_ON_NODE": "8",
+      "CUDA_VISIBLE_DEVICES": "3"}, [0]),
+    # A CPU cluster: jax's default.
+    ({"SLURM_STEP_TASKS_PER_NODE": "2", "SLURM_LOCALID": "1"}, None),
+])
+def test_slurm_tasks_get_the_gpus_they_can_see(env, ids):
+  assert distributed.slurm_local_device_ids(env) == ids
+
+
+def test_slurm_gpus_that_do_not_split_over_the_tasks_are_named():
+  env = {"SLURM_STEP_TASKS_PER_NODE": "3", "SLURM_LOCALID": "0", "SLURM_GPUS_ON_NODE": "8"}
+  with pytest.raises(distributed.DistributedSetupError, match="8 GPUs on this node do not split "
+                                                              "evenly over its 3 SLURM tasks"):
+    distributed.slurm_local_device_ids(env)

@@ -130,15 +130,57 @@ def initialize(config: DistributedConfig | None = None,
     jax.distributed.initialize(config.coordinator_address, config.num_processes,
                                config.process_id, **timeouts)
     check_layout(expected_processes=config.num_processes)
+  elif branch == BRANCH_SLURM:
+    local_device_ids = slurm_local_device_ids(environ)
+    logging.info("jax.distributed from the SLURM environment; local GPUs %s.", local_device_ids)
+    jax.distributed.initialize(local_device_ids=local_device_ids, **timeouts)
   else:
-    logging.info("jax.distributed from the %s environment (jax's cluster detection).",
-             "SLURM" if branch == BRANCH_SLURM else "TPU VM")
+    logging.info("jax.distributed from the TPU VM environment (jax's cluster detection).")
     jax.distributed.initialize(**timeouts)
   # One console line per process (absl's INFO is hidden outside absl.app): which branch, who we are.
   print(f"mixjax: jax.distributed from {branch}: process {jax.process_index()} of "
         f"{jax.process_count()}, {jax.local_device_count()} local of {jax.device_count()} devices.",
         file=sys.stderr, flush=True)
   return branch
+
+
+def _tasks_on_this_node(environ: Mapping[str, str]) -> int:
+  """SLURM's tasks on this node, from `SLURM_STEP_TASKS_PER_NODE` (e.g. "8(x3),4") and the node id."""
+  spec = environ.get("SLURM_STEP_TASKS_PER_NODE") or environ.get("SLURM_TASKS_PER_NODE") or "1"
+  counts = []
+  for part in spec.split(","):
+    count, _, repeat = part.partition("(x")
+    counts += [int(count)] * int(repeat.rstrip(")") or 1)
+  node = int(environ.get("SLURM_NODEID", 0))
+  return counts[node] if node < len(counts) else counts[-1]
+
+
+def slurm_local_device_ids(environ: Mapping[str, str]) -> list[int] | None:
+  """The GPUs this SLURM task should use, or None for jax's default.
+
+  jax's own default under SLURM is GPU `SLURM_LOCALID` alone: right for one task per GPU on a
+  node whose tasks all see every GPU, but one task per node would then use 1 GPU of 8, and a task
+  bound to its own GPUs (`--gpus-per-task`, `--gpu-bind`) would ask for a GPU it cannot see. So:
+  a task bound to its GPUs, or alone on its node, uses all it sees; tasks sharing a node's GPUs
+  split them evenly in `SLURM_LOCALID` order.
+  """
+  visible = environ.get("CUDA_VISIBLE_DEVICES")
+  num_visible = (len([d for d in visible.split(",") if d.strip()]) if visible
+                 else int(environ.get("SLURM_GPUS_ON_NODE", 0)))
+  if not num_visible:
+    return None  # no GPUs to place (a CPU cluster): jax's default
+  on_node = int(environ.get("SLURM_GPUS_ON_NODE", 0))
+  tasks = _tasks_on_this_node(environ)
+  bound = "SLURM_GPUS_PER_TASK" in environ or (on_node and num_visible < on_node)
+  if tasks <= 1 or bound:
+    return list(range(num_visible))
+  if num_visible % tasks:
+    raise DistributedSetupError(
+        f"{num_visible} GPUs on this node do not split evenly over its {tasks} SLURM tasks: use "
+        "one task per node or per GPU (--ntasks-per-node), or --gpus-per-task.")
+  per_task = num_visible // tasks
+  first = int(environ.get("SLURM_LOCALID", 0)) * per_task
+  return list(range(first, first + per_task))
 
 
 def check_layout(expected_processes: int | None = None, expected_devices: int | None = None) -> None:
