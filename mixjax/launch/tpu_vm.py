@@ -168,7 +168,7 @@ def retry(slice_: Slice, binary_args: list[str], max_attempts: int, dry_run: boo
       if (_run(slice_.setup(install), dry_run, check=False).returncode == 0 and
           _run(slice_.launch(binary_args, module, workdir), dry_run, check=False).returncode == 0):
         return 0
-      state = UP[0] if dry_run else slice_state(slice_)
+      state = slice_state(slice_)  # (a dry run never gets here: its commands all "succeed")
       if state in UP:
         print(f"setup or the run failed on a healthy slice (state {state}): not a preemption; "
               "see `logs`.", file=sys.stderr)
