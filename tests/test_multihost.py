@@ -3,7 +3,8 @@
 The same run as 2 processes x 2 devices and as 1 process x 4 devices (same mesh) logs the same losses; a
 checkpoint written by either resumes on the other with the later losses of an uninterrupted run; only
 process 0 writes the run directory; a SIGKILLed worker ends the run within the heartbeat timeout, and the
-rerun resumes from the newest complete checkpoint; a mesh the processes' devices cannot fill is
+rerun resumes from the newest complete checkpoint; the eval binary on 2 processes reproduces the
+logged eval line; a mesh the processes' devices cannot fill is
 one message naming both numbers.
 """
 
@@ -32,13 +33,15 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start(model_dir, num_processes, extra=(), heartbeat_timeout=None):
-  """Starts the training binary as `num_processes` processes sharing DEVICES CPU devices."""
+def _start(model_dir, num_processes, extra=(), heartbeat_timeout=None, module="mixjax.train"):
+  """Starts a binary (the training one: with BASE_ARGS) as `num_processes` processes sharing
+  DEVICES CPU devices."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(DEVICES // num_processes),
              TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(sys.path))
-  args = [sys.executable, "-m", "mixjax.train", *BASE_ARGS, f"--gin.MODEL_DIR='{model_dir}'",
-          *extra]
+  run_args = ([*BASE_ARGS, f"--gin.MODEL_DIR='{model_dir}'"] if module == "mixjax.train"
+              else [f"--model_dir={model_dir}"])
+  args = [sys.executable, "-m", module, *run_args, *extra]
   if num_processes > 1:
     port = _free_port()
     args += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}"]
@@ -98,6 +101,13 @@ def test_two_processes_match_one_and_checkpoints_move_between_process_counts(tmp
   assert len(list((two / "tb").iterdir())) == 1   # one TensorBoard writer
   _run(two, 1)
   _assert_same_losses(_metrics(two), ref, steps={1, 2, 3, 4})  # train and eval losses
+
+  # The eval binary on 2 processes restores that run onto their mesh and scores its last
+  # checkpoint as training did; one of them writes the result.
+  _finish(_start(two, 2, ["--step=4"], module="mixjax.eval"))
+  evaluated = json.loads((two / "eval" / "step_4.json").read_text())
+  assert evaluated == pytest.approx(next(m for m in ref if m["step"] == 4 and "loss" not in m),
+                                    rel=1e-5)  # eval losses and probe accuracies
 
   # 1 process's checkpoint at step 2 resumes on 2 processes.
   one_then_two = tmp_path / "one_then_two"
