@@ -20,6 +20,8 @@ import time
 
 import pytest
 
+from mixjax.training import peers
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEVICES = 4
 BASE_ARGS = ["--gin_file=gin/runs/tiny.gin", "--gin.TRAIN_STEPS=4", "--gin.CHECKPOINT_PERIOD=2",
@@ -131,6 +133,9 @@ def test_a_killed_worker_ends_the_run_and_the_rerun_resumes(tmp_path):
   out = procs[0].communicate(timeout=120)[0]  # raises if the survivor hangs
   assert procs[0].returncode != 0, out[-2000:]
   assert time.monotonic() - killed_at < 120
+  # Said in the run's words (not the transport's traceback, not a "disk" error from the save).
+  assert "mixjax.train: error: PeerLostError: Process 0 of 2 lost contact" in out, out[-2000:]
+  assert "Traceback" not in out and "it resumes from the newest complete checkpoint" in out
   procs[1].communicate()
 
   newest = max(int(p.name) for p in (model_dir / "checkpoints").iterdir() if p.name.isdigit())
@@ -148,3 +153,23 @@ def test_a_mesh_the_processes_cannot_fill_names_both_numbers(tmp_path):
     assert ("Mesh shape (2, 4, 1) needs 8 devices but 4 are in use (2 processes x 2 local "
             "devices)") in out, out[-2000:]
   assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("message, lost", [
+    ("UNKNOWN: Gloo AllGather failed: [pair.cc:538] Read error [127.0.0.1]:49581: Connection "
+     "reset by peer", True),
+    ("UNAVAILABLE: The coordination service has stopped: task /job:jax_worker/task:1 heartbeat "
+     "timeout", True),
+    ("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.2GiB", False),
+])
+def test_a_failed_collective_is_named_a_lost_peer_only_when_a_peer_is_the_cause(
+    message, lost, monkeypatch):
+  assert not peers.is_peer_lost(RuntimeError(message))  # one process: no peer to lose
+  monkeypatch.setattr(peers.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(peers.jax, "process_index", lambda: 1)
+  assert peers.is_peer_lost(RuntimeError(message)) == lost
+  error = peers.lost_peer(RuntimeError(message + "\n more"), step=7, newest_checkpoint=6)
+  assert isinstance(error, ConnectionError)  # an OSError: the binaries print it without traceback
+  assert str(error).startswith("Process 1 of 2 lost contact with another process of the run "
+                               f"during step 7 ({message}).")
+  assert str(error).endswith("resumes from the newest complete checkpoint (step 6).")

@@ -17,6 +17,8 @@ import gin
 import jax
 import orbax.checkpoint as ocp
 
+from mixjax.training import peers
+
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +120,8 @@ class Checkpointer:
             state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
         self._manager.wait_until_finished()
     except Exception as e:  # orbax wraps I/O errors in several types
+      if peers.is_peer_lost(e):  # not the disk: another host is gone (the loop says so)
+        raise
       raise CheckpointWriteError(self._write_error_message(e, step)) from e
     logging.info("Saved checkpoint at step %d to %s", step, self.directory)
 

@@ -31,6 +31,7 @@ from mixjax.training import init_from as init_lib
 from mixjax.training import metrics as metrics_lib
 from mixjax.training import optim
 from mixjax.training import partitioning
+from mixjax.training import peers
 from mixjax.training import run_dir
 from mixjax.training import summary as summary_lib
 from mixjax.training import trainer
@@ -218,6 +219,7 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
       progress.write(f"step {step}: {_format_eval(eval_metrics)}")
     return eval_metrics
 
+  step = start_step
   try:
     end_step = min(run.train_steps, run.stop_at_step or run.train_steps)
     for step in range(start_step + 1, end_step + 1):
@@ -243,6 +245,10 @@ def train(run: RunConfig | None = None, data: pipeline.DataConfig | None = None,
       last.update(log_train(*pending))
     if start_step >= end_step:
       last.update(evaluate(start_step, unless_logged=True))  # a finished run: no second line
+  except Exception as e:  # pylint: disable=broad-except  (re-raised: named when a host is gone)
+    if peers.is_peer_lost(e):
+      raise peers.lost_peer(e, step, ckpt.latest_step()) from e
+    raise
   finally:
     progress.close()
     writer.close()
