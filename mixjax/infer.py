@@ -25,6 +25,8 @@ from mixjax import console
 
 console.quiet_start()  # before anything loads TensorFlow
 
+import jax  # noqa: E402
+
 from mixjax import gin_utils  # noqa: E402
 from mixjax.launch import distributed  # noqa: E402
 from mixjax.inference import decoding  # noqa: E402
@@ -109,12 +111,13 @@ def main(argv=None):
                                 progress=not args.no_progress)
   except (runner.PromptError, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None
-  print(prompt_runner.summary, file=sys.stderr)
-  if args.output:
-    runner.write_completions(args.output, completions)
-  else:
-    for c in completions:
-      print(f"{c.prompt!r} -> {c.completion!r}")
+  if jax.process_index() == 0:  # one host prints and writes; every host generated all rows
+    print(prompt_runner.summary, file=sys.stderr)
+    if args.output:
+      runner.write_completions(args.output, completions)
+    else:
+      for c in completions:
+        print(f"{c.prompt!r} -> {c.completion!r}")
   return completions
 
 

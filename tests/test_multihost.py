@@ -3,8 +3,8 @@
 The same run as 2 processes x 2 devices and as 1 process x 4 devices (same mesh) logs the same losses; a
 checkpoint written by either resumes on the other with the later losses of an uninterrupted run; only
 process 0 writes the run directory; a SIGKILLed worker ends the run within the heartbeat timeout, and the
-rerun resumes from the newest complete checkpoint; the eval binary on 2 processes reproduces the
-logged eval line; a mesh the processes' devices cannot fill is
+rerun resumes from the newest complete checkpoint; the eval and infer binaries on 2 processes give
+the logged eval line and one device's completions; a mesh the processes' devices cannot fill is
 one message naming both numbers.
 """
 
@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from mixjax import infer
 from mixjax.training import peers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -27,6 +28,7 @@ DEVICES = 4
 BASE_ARGS = ["--gin_file=gin/runs/tiny.gin", "--gin.TRAIN_STEPS=4", "--gin.CHECKPOINT_PERIOD=2",
              "--gin.EVAL_PERIOD=2", "--gin.MESH_SHAPE=(2, 2, 1)",
              "--gin.RunConfig.progress_bar=False"]
+PROMPTS = ["Q: 12 + 30 =", "def f(x):", "The"]
 
 
 def _free_port() -> int:
@@ -110,6 +112,16 @@ def test_two_processes_match_one_and_checkpoints_move_between_process_counts(tmp
   evaluated = json.loads((two / "eval" / "step_4.json").read_text())
   assert evaluated == pytest.approx(next(m for m in ref if m["step"] == 4 and "loss" not in m),
                                     rel=1e-5)  # eval losses and probe accuracies
+
+  # So does the infer binary: each process feeds its devices' rows of a prompt batch, process 0
+  # writes the completions, the same as one device generates.
+  prompts_file, out_file = tmp_path / "prompts.jsonl", tmp_path / "completions.jsonl"
+  prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+  _finish(_start(two, 2, [f"--prompts_file={prompts_file}", f"--output={out_file}",
+                          "--temperature=0", "--max_new_tokens=8", "--no_progress"],
+                 module="mixjax.infer"))
+  completions = [json.loads(line)["completion"] for line in out_file.read_text().splitlines()]
+  assert completions == infer.infer(str(two), PROMPTS, max_new_tokens=8)
 
   # 1 process's checkpoint at step 2 resumes on 2 processes.
   one_then_two = tmp_path / "one_then_two"

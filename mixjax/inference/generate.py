@@ -16,6 +16,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
 from mixjax.data import pipeline
@@ -132,9 +133,13 @@ class Generator:
 
   def _fn(self, max_new_tokens: int):
     if max_new_tokens not in self._jitted:
+      # On a mesh the outputs (a few ints a row) come back replicated: every host reads all rows,
+      # also when the batch's rows live on several processes.
+      replicated = None if self._mesh is None else NamedSharding(self._mesh, P())
       self._jitted[max_new_tokens] = jax.jit(functools.partial(
-          _generate, model=self.model, max_new_tokens=max_new_tokens, valid_vocab=self._valid_vocab, attention_impl=self._impls[0],
-          sampler_impl=self._impls[1], mesh=self._mesh))
+          _generate, model=self.model, max_new_tokens=max_new_tokens,
+          valid_vocab=self._valid_vocab, attention_impl=self._impls[0],
+          sampler_impl=self._impls[1], mesh=self._mesh), out_shardings=replicated)
     return self._jitted[max_new_tokens]
 
   def __call__(self, features: Mapping[str, np.ndarray], config: sampling.SamplingConfig,

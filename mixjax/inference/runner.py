@@ -161,6 +161,7 @@ class PromptRunner:
                       longest, config.max_new_tokens, trained)
     mesh, dp = self.run.mesh, partitioning.data_parallel_size(self.run.mesh)
     rows = -(-batch_size // dp) * dp
+    host = partitioning.host_rows(mesh, rows)  # the rows this process's devices hold
     vocabulary = self.data.vocabulary
     completions, total_tokens, start = [], 0, time.perf_counter()
     bar = tqdm(total=len(records), desc="infer", unit="prompt", disable=not progress,
@@ -174,8 +175,8 @@ class PromptRunner:
       features = _prompt_batch(self.data, chunk_ids, [m for _, m, _ in chunk] + [chunk[0][1]] * idle)
       max_new_B = np.asarray([config.max_new_tokens] * len(chunk) + [0] * idle, np.int32)
       with mesh, nn.logical_axis_rules(self.run.rules):
-        out = self.generator(trainer.global_batch(mesh, features), config, max_new_B,
-                             key=jax.random.fold_in(key, index))
+        out = self.generator(trainer.global_batch(mesh, {k: v[host] for k, v in features.items()}),
+                             config, max_new_B, key=jax.random.fold_in(key, index))
       for r, (tokens_N, n, eos) in zip(records[first:first + rows],
                                        zip(out.tokens_BN, out.num_tokens_B, out.hit_eos_B)):
         completions.append(Completion(r.text, decoding.decode_tokens(tokens_N[:n], vocabulary),
