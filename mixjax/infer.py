@@ -109,7 +109,7 @@ def main(argv=None):
     prompt_runner = runner.PromptRunner(run, config.attention_impl, config.sampler_impl)
     completions = prompt_runner(records, settings, config.batch_size, default,
                                 progress=not args.no_progress)
-  except (runner.PromptError, FileNotFoundError) as e:
+  except (runner.PromptError, OSError) as e:  # OSError: a missing checkpoint, a URL as model_dir
     raise SystemExit(f"error: {e}") from None
   if jax.process_index() == 0:  # one host prints and writes; every host generated all rows
     print(prompt_runner.summary, file=sys.stderr)

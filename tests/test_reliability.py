@@ -30,8 +30,10 @@ from mixjax.mixing import schedules
 from mixjax.mixing import stream
 from mixjax.models import transformer
 from mixjax.testbed import corpus
+from mixjax.inference import restore
 from mixjax.training import checkpoints
 from mixjax.training import config_checks
+from mixjax.training import init_from
 from mixjax.training import loop
 from mixjax.training import optim
 from mixjax.training import partitioning
@@ -181,6 +183,19 @@ def test_model_dir_that_is_a_file_or_not_writable(tmp_path, monkeypatch):
   monkeypatch.setattr(run_dir.tempfile, "NamedTemporaryFile", read_only)
   with pytest.raises(run_dir.RunDirError, match="is not writable .Permission denied."):
     run_dir.prepare(str(tmp_path / "ro"))
+
+
+def test_a_url_as_run_directory_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # where a local 'gs:' folder would appear
+  message = (r"MODEL_DIR='gs://bucket/run' is a gs:// URL, .* every host would write a local "
+             r"folder named 'gs:'. Mount the storage at the same path on every host")
+  with pytest.raises(run_dir.RunDirError, match=message):
+    run_dir.prepare("gs://bucket/run")
+  with pytest.raises(run_dir.RunDirError, match="model_dir='gs://bucket/run' is a gs:// URL"):
+    restore.restore_run("gs://bucket/run")
+  with pytest.raises(run_dir.RunDirError, match="INIT_FROM='s3://b/base' is a s3:// URL"):
+    init_from.source_configs(init_from.InitConfig(from_dir="s3://b/base"))
+  assert os.listdir(tmp_path) == []
 
 
 def test_fresh_start_refuses_checkpoints_unless_overwrite(tmp_path):

@@ -27,6 +27,7 @@ from mixjax.eval import evaluator  # noqa: E402
 from mixjax.inference import restore  # noqa: E402
 from mixjax.models import transformer  # noqa: E402
 from mixjax.training import partitioning  # noqa: E402
+from mixjax.training import run_dir  # noqa: E402
 import mixjax_tasks  # noqa: E402
 
 
@@ -53,6 +54,10 @@ def main(argv=None):
     distributed.initialize(distributed.config_from_args(args))
   except distributed.DistributedSetupError as e:
     parser.error(str(e))
+  try:
+    run_dir.check_local(args.model_dir, "--model_dir")
+  except run_dir.RunDirError as e:
+    raise SystemExit(f"error: {e}") from None
   config_gin = os.path.join(args.model_dir, "config.gin")
   if not os.path.exists(config_gin):
     raise SystemExit(f"error: {config_gin} not found: is {args.model_dir!r} the MODEL_DIR of a "

@@ -11,6 +11,7 @@ from mixjax.models import transformer
 from mixjax.training import checkpoints
 from mixjax.training import optim
 from mixjax.training import partitioning
+from mixjax.training import run_dir
 from mixjax.training import trainer
 
 _DATA_FIELDS = ("mixture_or_task_name", "task_feature_lengths", "batch_size",
@@ -51,6 +52,7 @@ def restore_run(model_dir: str, step: int | None = None,
   """Rebuilds a run's model from its `run_configs.json` and restores one checkpoint's parameters
   onto `mesh_config`'s mesh (any mesh: orbax reshards). Reads the newest checkpoint unless `step`
   is given."""
+  run_dir.check_local(model_dir, "model_dir")
   saved = checkpoints.read_run_configs(model_dir)
   model_config = transformer.TransformerConfig(**saved["model"])
   data_config = run_data_config(model_dir)

@@ -3,11 +3,12 @@ a preemption retry loop. Every command is a `gcloud` call; `--dry-run` prints th
 
   python -m mixjax.launch.tpu_vm create --name=mj --zone=us-west4-a --tpu=v5e-64 --spot --dry-run
   python -m mixjax.launch.tpu_vm launch --name=mj --zone=us-west4-a \\
-      -- --gin_file=gin/quickstart.gin --gin.MODEL_DIR="'gs://bucket/run'"
+      -- --gin_file=gin/quickstart.gin --gin.MODEL_DIR="'/mnt/runs/run'"
 
 `launch` runs the same command on every worker (`--worker=all`; running it on one worker deadlocks at
 start-up, waiting for the others) and each worker logs to its own file. The run directory must be a
-bucket every host sees (gs://…): each host saves its shards of the checkpoint there.
+directory every host mounts at the same path (a Filestore/NFS share): each host saves its shards of
+the checkpoint there (a gs:// URL is refused: see mixjax.training.run_dir.check_local).
 """
 
 import argparse
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
   try:
     if args.action in ("launch", "retry") and not args.binary_args:
       raise TpuVmError(f"{args.action} needs the binary's flags after --, e.g. -- "
-                       "--gin_file=gin/quickstart.gin --gin.MODEL_DIR=\"'gs://bucket/run'\"")
+                       "--gin_file=gin/quickstart.gin --gin.MODEL_DIR=\"'/mnt/runs/run'\"")
     if args.action == "retry":
       if args.max_attempts < 1:
         raise TpuVmError(f"--max_attempts={args.max_attempts} must be >= 1.")

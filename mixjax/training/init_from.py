@@ -52,6 +52,7 @@ class InitFromError(ValueError):
 
 def source_configs(init: InitConfig) -> dict:
   """The source run's `run_configs.json`, with errors naming what is wrong with INIT_FROM."""
+  run_dir.check_local(init.from_dir, "INIT_FROM")
   if not os.path.isdir(init.from_dir):
     raise InitFromError(f"INIT_FROM={init.from_dir!r} is not a directory: give the MODEL_DIR of "
                         "a mixjax run, or a directory `python -m mixjax.convert --from_hf` wrote.")

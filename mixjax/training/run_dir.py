@@ -42,8 +42,21 @@ class CheckpointsExistError(ValueError):
   """A fresh start (restore=False) was asked for in a directory that holds checkpoints."""
 
 
+def check_local(path: str, name: str = "MODEL_DIR") -> None:
+  """Refuses a URL (gs://…): run directories are read and written through the file system, so
+  each host would use a local folder named after the scheme (and lose it with the host)."""
+  scheme, sep, _ = path.partition("://")
+  if sep:
+    raise RunDirError(
+        f"{name}={path!r} is a {scheme}:// URL, but mixjax reads and writes run directories "
+        f"(configs, metrics, checkpoints) through the file system: every host would write a local "
+        f"folder named '{scheme}:'. Mount the storage at the same path on every host (a Filestore "
+        f"or NFS share, or the bucket through gcsfuse) and give that path.")
+
+
 def prepare(model_dir: str) -> None:
-  """Creates MODEL_DIR if needed; raises `RunDirError` if it is a file or not writable."""
+  """Creates MODEL_DIR if needed; raises `RunDirError` if it is a URL, a file or not writable."""
+  check_local(model_dir)
   if os.path.exists(model_dir) and not os.path.isdir(model_dir):
     raise RunDirError(f"MODEL_DIR {model_dir!r} is a file, not a directory: set MODEL_DIR to a "
                       "directory path (it is created if missing).")
