@@ -37,15 +37,17 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start(model_dir, num_processes, extra=(), heartbeat_timeout=None, module="mixjax.train"):
-  """Starts a binary (the training one: with BASE_ARGS) as `num_processes` processes sharing
-  DEVICES CPU devices."""
+def _train_argv(model_dir, extra=()):
+  """The training binary's module and flags for a run in `model_dir`."""
+  return ["mixjax.train", *BASE_ARGS, f"--gin.MODEL_DIR='{model_dir}'", *extra]
+
+
+def _start(argv, num_processes, heartbeat_timeout=None):
+  """Starts `python -m argv…` as `num_processes` processes sharing DEVICES CPU devices."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(DEVICES // num_processes),
              TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(sys.path))
-  run_args = ([*BASE_ARGS, f"--gin.MODEL_DIR='{model_dir}'"] if module == "mixjax.train"
-              else [f"--model_dir={model_dir}"])
-  args = [sys.executable, "-m", module, *run_args, *extra]
+  args = [sys.executable, "-m", *argv]
   if num_processes > 1:
     port = _free_port()
     args += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}"]
@@ -64,7 +66,7 @@ def _finish(procs, timeout=600):
 
 
 def _run(model_dir, num_processes, extra=()):
-  return _finish(_start(model_dir, num_processes, extra))
+  return _finish(_start(_train_argv(model_dir, extra), num_processes))
 
 
 def _metrics(model_dir):
@@ -108,7 +110,7 @@ def test_two_processes_match_one_and_checkpoints_move_between_process_counts(tmp
 
   # The eval binary on 2 processes restores that run onto their mesh and scores its last
   # checkpoint as training did; one of them writes the result.
-  _finish(_start(two, 2, ["--step=4"], module="mixjax.eval"))
+  _finish(_start(["mixjax.eval", f"--model_dir={two}", "--step=4"], 2))
   evaluated = json.loads((two / "eval" / "step_4.json").read_text())
   assert evaluated == pytest.approx(next(m for m in ref if m["step"] == 4 and "loss" not in m),
                                     rel=1e-5)  # eval losses and probe accuracies
@@ -117,9 +119,9 @@ def test_two_processes_match_one_and_checkpoints_move_between_process_counts(tmp
   # writes the completions, the same as one device generates.
   prompts_file, out_file = tmp_path / "prompts.jsonl", tmp_path / "completions.jsonl"
   prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
-  _finish(_start(two, 2, [f"--prompts_file={prompts_file}", f"--output={out_file}",
-                          "--temperature=0", "--max_new_tokens=8", "--no_progress"],
-                 module="mixjax.infer"))
+  _finish(_start(["mixjax.infer", f"--model_dir={two}", f"--prompts_file={prompts_file}",
+                  f"--output={out_file}", "--temperature=0", "--max_new_tokens=8",
+                  "--no_progress"], 2))
   completions = [json.loads(line)["completion"] for line in out_file.read_text().splitlines()]
   assert completions == infer.infer(str(two), PROMPTS, max_new_tokens=8)
 
@@ -135,7 +137,7 @@ def test_two_processes_match_one_and_checkpoints_move_between_process_counts(tmp
 def test_a_killed_worker_ends_the_run_and_the_rerun_resumes(tmp_path):
   model_dir = tmp_path / "run"
   long_run = ["--gin.TRAIN_STEPS=200", "--gin.EVAL_PERIOD=0"]
-  procs = _start(model_dir, 2, long_run, heartbeat_timeout=10)
+  procs = _start(_train_argv(model_dir, long_run), 2, heartbeat_timeout=10)
   deadline = time.monotonic() + 300
   while not (model_dir / "checkpoints" / "2").is_dir():  # orbax renames a save in when complete
     assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "no checkpoint"
@@ -158,7 +160,7 @@ def test_a_killed_worker_ends_the_run_and_the_rerun_resumes(tmp_path):
 
 
 def test_a_mesh_the_processes_cannot_fill_names_both_numbers(tmp_path):
-  procs = _start(tmp_path / "run", 2, ["--gin.MESH_SHAPE=(2, 4, 1)"])
+  procs = _start(_train_argv(tmp_path / "run", ["--gin.MESH_SHAPE=(2, 4, 1)"]), 2)
   outs = [p.communicate(timeout=300)[0] for p in procs]
   for p, out in zip(procs, outs):
     assert p.returncode == 1, out[-2000:]

@@ -26,11 +26,11 @@ from mixjax.data import tasks
 from mixjax.iclm import cli as iclm_cli
 from mixjax.iclm import stages
 from mixjax.iclm import task as iclm_task
+from mixjax.inference import restore
 from mixjax.mixing import schedules
 from mixjax.mixing import stream
 from mixjax.models import transformer
 from mixjax.testbed import corpus
-from mixjax.inference import restore
 from mixjax.training import checkpoints
 from mixjax.training import config_checks
 from mixjax.training import init_from
